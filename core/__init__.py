@@ -1,0 +1,1 @@
+"""Shared numpy-only math and contracts: AlphaFuse, id conventions. Imports no torch."""

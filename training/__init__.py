@@ -1,0 +1,1 @@
+"""Offline trainer: data, language embeddings, sequence encoders, evaluation, CLI."""

@@ -1,0 +1,1 @@
+"""Sequence encoders: one model, one file."""
