@@ -1,0 +1,69 @@
+"""Item-embedding modes: parity with core.alphafuse, frozen language part, cold ID rows held at zero."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core.alphafuse import fit_semantic_basis, fuse, project
+from training.embeddings import AlphaFuseEmbedding, build_item_embedding
+from training.models.sasrec import SASRec, SASRecConfig
+from training.recommender import LossConfig, SequentialRecommender
+
+
+def _text(n: int = 60, D: int = 24) -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(n, D)).astype(np.float32)
+
+
+def test_alphafuse_table_matches_core_fuse() -> None:
+    E = _text()
+    basis = fit_semantic_basis(E, dim=16, null_dim=6)
+    items = build_item_embedding("alphafuse", 60, 16, basis=basis, text_embeddings=E, id_init="normal")
+    assert isinstance(items, AlphaFuseEmbedding)
+    expected = fuse(project(E, basis), items.id_table().detach().numpy(), basis)
+    np.testing.assert_allclose(items.table().detach().numpy(), expected, atol=1e-5)
+    gathered = items(torch.tensor([[3, 60, 5]]))  # 60 = padding
+    np.testing.assert_allclose(gathered[0, 0].detach().numpy(), expected[3], atol=1e-5)
+    assert torch.count_nonzero(gathered[0, 1]) == 0
+
+
+def test_llminit_starts_from_whitened_pca() -> None:
+    E = _text()
+    items = build_item_embedding("llminit", 60, 8, text_embeddings=E)
+    pca = project(E, fit_semantic_basis(E, dim=8, null_dim=0))
+    np.testing.assert_allclose(items.table().detach().numpy(), pca, atol=1e-5)
+    assert items.table().requires_grad
+
+
+def test_training_moves_only_seen_id_rows_and_never_the_language_part() -> None:
+    torch.manual_seed(0)
+    E = _text()
+    basis = fit_semantic_basis(E, dim=16, null_dim=8)
+    seen = np.zeros(60, dtype=bool)
+    seen[:40] = True
+    items = build_item_embedding("alphafuse", 60, 16, basis=basis, text_embeddings=E,
+                                 id_init="normal", seen=seen)
+    model = SequentialRecommender(items, SASRec(SASRecConfig(dim=16, max_len=5)), LossConfig("ce"))
+    language_before = items.language.clone()  # type: ignore[union-attr]
+    table_before = items.table().detach().clone()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    for _ in range(5):
+        hist = torch.randint(0, 40, (32, 5))
+        loss = model.loss(hist, torch.randint(0, 40, (32,)), None)  # full softmax: all items get gradient
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    table_after = items.table().detach()
+    torch.testing.assert_close(items.language, language_before)  # type: ignore[union-attr]
+    assert not torch.allclose(table_after[:40], table_before[:40])
+    np.testing.assert_allclose(table_after[40:].numpy(), project(E[40:], basis), atol=1e-5)
+
+
+def test_build_errors() -> None:
+    with pytest.raises(ValueError, match="needs text_embeddings with 60 rows"):
+        build_item_embedding("llminit", 60, 8)
+    with pytest.raises(ValueError, match="basis with dim=8"):
+        build_item_embedding("alphafuse", 60, 8, text_embeddings=_text())
+    with pytest.raises(ValueError, match="unknown item-embedding mode"):
+        build_item_embedding("nope", 60, 8, text_embeddings=_text())  # type: ignore[arg-type]

@@ -1,0 +1,137 @@
+"""The ``recsys`` command: one entry point, subcommands ``quickstart``, ``data``, ``train``, ``evaluate``.
+
+    recsys quickstart                      # ml-100k: fetch, train id / llminit / alphafuse, print a table
+    recsys data  training/configs/amazon14-beauty.toml
+    recsys train training/configs/amazon14-beauty.toml --set embedding.mode="id" --run-dir runs/beauty-id
+    recsys evaluate runs/beauty-id
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from training.config import ExperimentConfig, load_config
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+logger = logging.getLogger("recsys")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recsys", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    quick = sub.add_parser("quickstart", help="train and evaluate on ml-100k (downloads it if needed)")
+    quick.add_argument("--run-dir", type=Path, default=Path("runs/quickstart"))
+    quick.add_argument("--modes", nargs="+", default=["id", "llminit", "alphafuse"])
+    quick.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    quick.set_defaults(func=_quickstart)
+
+    data = sub.add_parser("data", help="load a dataset, print its statistics and split sizes")
+    data.add_argument("config", type=Path)
+    data.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    data.set_defaults(func=_data)
+
+    train = sub.add_parser("train", help="train one model and test it once")
+    train.add_argument("config", type=Path)
+    train.add_argument("--run-dir", type=Path, help="default: runs/<config name>-<mode>-s<seed>")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set train.lr=1e-3 (TOML literal)")
+    train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser("evaluate", help="re-evaluate a finished run on its test cases")
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.set_defaults(func=_evaluate)
+    return parser
+
+
+def _data(args: argparse.Namespace) -> int:
+    from training.data.dataset import format_stats
+    from training.train import prepare
+
+    config = load_config(args.config, args.overrides)
+    prepared = prepare(config, with_text=False)
+    print(format_stats(prepared.dataset.stats()))
+    split = prepared.split
+    print(f"split {split.protocol}: train rows {len(split.train.targets)}, valid "
+          f"{len(split.valid.targets)}, test {len(split.test.targets)}, L={split.max_len}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.train import run_experiment
+
+    config = load_config(args.config, args.overrides)
+    run_dir = args.run_dir or Path("runs") / _run_name(config)
+    result = run_experiment(config, run_dir, resume=args.resume)
+    _print_summary({_run_name(config): result.metrics})
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from training.train import evaluate_run
+
+    metrics = evaluate_run(args.run_dir)
+    _print_summary({args.run_dir.name: metrics})
+    return 0
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    from training.data.quickstart import ensure_ml100k
+    from training.train import prepare, run_experiment
+
+    folder = ensure_ml100k()
+    overrides = [f'data.source.path="{folder}"', *args.overrides]
+    base = load_config(CONFIG_DIR / "ml-100k.toml", overrides)
+    prepared = prepare(base, with_text=True)
+    results = {}
+    for mode in args.modes:
+        config = load_config(CONFIG_DIR / "ml-100k.toml", [*overrides, f'embedding.mode="{mode}"'])
+        results[mode] = run_experiment(config, args.run_dir / mode, prepared=prepared).metrics
+    _print_summary(results)
+    print(f"run directories: {args.run_dir}/<mode>")
+    return 0
+
+
+def _run_name(config: ExperimentConfig) -> str:
+    return f"{config.name}-{config.embedding.mode}-s{config.train.seed}"
+
+
+def _print_summary(results: dict[str, dict[str, object]]) -> None:
+    from training.evaluate import format_metrics_table
+
+    rows = {}
+    for name, metrics in results.items():
+        test = metrics["test"]
+        assert isinstance(test, dict)
+        rows[name] = {k: float(v) for k, v in test.items() if k.split("@")[-1] in {"10", "20"}}
+        groups = metrics.get("groups")
+        if isinstance(groups, dict) and "tail_item" in groups:
+            rows[name]["tail_item NDCG@10"] = float(groups["tail_item"]["NDCG@10"])
+    print()
+    print(format_metrics_table(rows))
+    print(json.dumps({k: round(float(v["sequences_per_second"]), 1)  # type: ignore[arg-type]
+                      for k, v in results.items()}, indent=None), "training sequences/s")

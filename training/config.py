@@ -1,0 +1,133 @@
+"""Experiment configuration: TOML files validated by pydantic (unknown keys are errors).
+
+A config has one section per stage: ``[data]`` (what to read and how to split), ``[text]`` (language embeddings),
+``[embedding]`` (the item-embedding mode and AlphaFuse settings), ``[model]`` (the encoder), ``[train]`` (the
+optimisation) and ``[eval]``. ``load_config`` reads a file and applies ``--set section.key=value`` overrides whose
+values are TOML literals (``train.lr=1e-3``, ``embedding.mode="id"``, ``train.seeds=[1,2]``).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from training.data.readers import DataSource
+from training.text_embeddings import TextEmbeddingConfig
+
+__all__ = ["ExperimentConfig", "load_config", "parse_override"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    source: DataSource
+    protocol: Literal["leave_one_out", "cold_start_users"] = "leave_one_out"
+    max_len: int = Field(50, ge=1, description="history window L (cold_start_users: the paper's 10)")
+    min_user_interactions: int = Field(0, ge=0, description="k-core on users (0 = no filter)")
+    min_item_interactions: int = Field(0, ge=0, description="k-core on items (0 = no filter)")
+    split_seed: int = 0
+
+
+class EmbeddingConfig(_Section):
+    mode: Literal["id", "llminit", "alphafuse"] = "alphafuse"
+    dim: int = Field(128, ge=1)
+    null_dim: int | None = Field(64, ge=0)
+    null_threshold: float | None = None
+    scale: float = 40.0
+    standardize: bool = True
+    cover: bool = False
+    item_weighting: Literal["uniform", "popularity"] = "uniform"
+    id_init: Literal["zeros", "normal"] = "zeros"
+    init_std: float = Field(1.0, gt=0)
+    zero_unseen_ids: bool = Field(
+        True, description="hold the ID rows of items absent from training at zero (honest cold items)"
+    )
+
+    @model_validator(mode="after")
+    def _one_null_rule(self) -> EmbeddingConfig:
+        if self.mode == "alphafuse" and (self.null_dim is None) == (self.null_threshold is None):
+            raise ValueError("embedding: set exactly one of null_dim or null_threshold")
+        return self
+
+
+class ModelConfig(_Section):
+    name: Literal["sasrec"] = "sasrec"
+    num_blocks: int = Field(1, ge=1)
+    num_heads: int = Field(1, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class TrainConfig(_Section):
+    loss: Literal["infonce", "bce", "ce"] = "infonce"
+    num_negatives: int = Field(64, ge=1)
+    negatives: Literal["shared", "per_example"] = Field(
+        "shared", description="one negative set per batch, or one per example (the reference code)"
+    )
+    temperature: float = Field(0.07, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(256, ge=1)
+    max_epochs: int = Field(100, ge=1)
+    patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
+    eval_every: int = Field(1, ge=1)
+    select_metric: str = "NDCG@10"
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = Field(None, ge=1)
+
+
+class EvalConfig(_Section):
+    mask_history: bool = Field(True, description="mask the user's past items at validation")
+    sampled_negatives: int = Field(100, ge=1, description="negatives of the sampled protocol")
+    head_share: float = Field(0.2, gt=0, lt=1, description="Pareto head share for groups")
+    tail_item_threshold: float | None = None
+    tail_user_threshold: float | None = None
+    batch_size: int = Field(1024, ge=1)
+
+
+class ExperimentConfig(_Section):
+    name: str
+    data: DataConfig
+    text: TextEmbeddingConfig = TextEmbeddingConfig()
+    embedding: EmbeddingConfig = EmbeddingConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=1e-3"`` -> (["train", "lr"], 0.001). Bare words that are not TOML become strings."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override must look like section.key=value, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.strip().split("."), value
+
+
+def load_config(path: Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a TOML experiment config, apply overrides, validate (relative data paths are from the cwd)."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: invalid TOML: {exc}") from exc
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        node = raw
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {k!r} is not a section")
+        node[keys[-1]] = value
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+

@@ -1,0 +1,158 @@
+"""Item-embedding modes behind one interface: ``id``, ``llminit`` and ``alphafuse``.
+
+Every mode is an ``nn.Module`` with ``forward(item_idx) -> (..., d)`` (a gather, padding index N gives zeros)
+and ``table() -> (N, d)`` (the full item table used for scoring). Input and output embeddings are the same table.
+
+- ``id``: a plain trainable table.
+- ``llminit``: a trainable table initialised with the whitened top-d principal components of the language
+  embeddings (``core.alphafuse`` with no null space).
+- ``alphafuse``: the frozen standardized language part from ``core.alphafuse.project`` plus a trainable ID
+  table of width d_n added onto the last d_n coordinates. With ``seen`` given, the ID rows of items never seen in
+  training are held at exactly zero (their value and gradient are masked), so such items are scored from text alone,
+  as cold-start items are at serving time.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+from core.alphafuse import SemanticBasis, fit_semantic_basis, project
+
+__all__ = ["AlphaFuseEmbedding", "IDEmbedding", "ItemEmbedding", "build_item_embedding"]
+
+IdInit = Literal["zeros", "normal"]
+
+
+class ItemEmbedding(nn.Module):
+    """Common interface: gather rows (pad index = num_items gives zeros) and expose the full table."""
+
+    num_items: int
+    dim: int
+
+    def table(self) -> torch.Tensor:  # (N, d)
+        raise NotImplementedError
+
+    def forward(self, item_idx: torch.Tensor) -> torch.Tensor:  # (...) -> (..., d)
+        raise NotImplementedError
+
+
+class IDEmbedding(ItemEmbedding):
+    """A trainable table (``id`` mode, or ``llminit`` when given initial weights)."""
+
+    def __init__(self, num_items: int, dim: int, *, init: torch.Tensor | None = None, std: float = 1.0):
+        super().__init__()
+        self.num_items, self.dim = num_items, dim
+        self.weight = nn.Embedding(num_items + 1, dim, padding_idx=num_items)
+        with torch.no_grad():
+            if init is None:
+                nn.init.normal_(self.weight.weight, std=std)
+            else:
+                if init.shape != (num_items, dim):
+                    raise ValueError(f"init must have shape {(num_items, dim)}, got {tuple(init.shape)}")
+                self.weight.weight[:num_items] = init
+            self.weight.weight[num_items] = 0.0
+
+    def table(self) -> torch.Tensor:
+        return self.weight.weight[: self.num_items]  # (N, d)
+
+    def forward(self, item_idx: torch.Tensor) -> torch.Tensor:
+        return self.weight(item_idx)  # type: ignore[no-any-return]
+
+
+class AlphaFuseEmbedding(ItemEmbedding):
+    """Frozen language coordinates + trainable ID coordinates in the null space."""
+
+    def __init__(
+        self,
+        language: torch.Tensor,
+        null_dim: int,
+        *,
+        id_init: IdInit = "zeros",
+        init_std: float = 1.0,
+        seen: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        N, d = language.shape
+        if not 0 <= null_dim <= d:
+            raise ValueError(f"null_dim must be in [0, {d}], got {null_dim}")
+        self.num_items, self.dim, self.null_dim = N, d, null_dim
+        pad = torch.zeros(1, d, dtype=language.dtype)
+        self.register_buffer("language", torch.cat([language, pad]))  # (N+1, d), frozen
+        self.ids = nn.Embedding(N + 1, null_dim, padding_idx=N)
+        with torch.no_grad():
+            if id_init == "zeros":
+                self.ids.weight.zero_()
+            else:
+                nn.init.normal_(self.ids.weight, std=init_std)
+            self.ids.weight[N] = 0.0
+        keep = torch.ones(N + 1) if seen is None else torch.cat([seen.float(), torch.zeros(1)])
+        if keep.shape != (N + 1,):
+            raise ValueError(f"seen must have shape ({N},), got {tuple(seen.shape)}")  # type: ignore[union-attr]
+        self.register_buffer("id_keep", keep)  # (N+1,) 1 = trainable ID row, 0 = held at zero
+
+    def id_table(self) -> torch.Tensor:
+        """(N, d_n) effective ID rows (zero for masked items)."""
+        return self.ids.weight[: self.num_items] * self.id_keep[: self.num_items, None]
+
+    def table(self) -> torch.Tensor:
+        lang: torch.Tensor = self.language[: self.num_items]  # (N, d)
+        if self.null_dim == 0:
+            return lang
+        head, tail = lang.split([self.dim - self.null_dim, self.null_dim], dim=1)
+        return torch.cat([head, tail + self.id_table()], dim=1)  # (N, d)
+
+    def forward(self, item_idx: torch.Tensor) -> torch.Tensor:
+        lang: torch.Tensor = self.language[item_idx]  # (..., d)
+        if self.null_dim == 0:
+            return lang
+        ids = self.ids(item_idx) * self.id_keep[item_idx].unsqueeze(-1)  # (..., d_n)
+        head, tail = lang.split([self.dim - self.null_dim, self.null_dim], dim=-1)
+        return torch.cat([head, tail + ids], dim=-1)
+
+
+def build_item_embedding(
+    mode: Literal["id", "llminit", "alphafuse"],
+    num_items: int,
+    dim: int,
+    *,
+    basis: SemanticBasis | None = None,
+    text_embeddings: NDArray[np.float32] | None = None,
+    id_init: IdInit = "zeros",
+    init_std: float = 1.0,
+    seen: NDArray[np.bool_] | None = None,
+) -> ItemEmbedding:
+    """Build the item-embedding module of a mode.
+
+    Args:
+        mode: ``id``, ``llminit`` or ``alphafuse``.
+        num_items: N.
+        dim: d.
+        basis: the fitted AlphaFuse basis (``alphafuse``); its ``dim`` must equal ``dim``.
+        text_embeddings: (N, D) raw language embeddings (``llminit`` and ``alphafuse``).
+        id_init: ``zeros`` or ``normal`` for the AlphaFuse ID table.
+        init_std: std of normal initialisation (``id`` mode and ``alphafuse`` normal init).
+        seen: (N,) items present in the training data; ``alphafuse`` keeps the others' ID rows at zero.
+    """
+    if mode == "id":
+        return IDEmbedding(num_items, dim, std=init_std)
+    if text_embeddings is None or len(text_embeddings) != num_items:
+        got = None if text_embeddings is None else len(text_embeddings)
+        raise ValueError(f"mode {mode!r} needs text_embeddings with {num_items} rows, got {got}")
+    if mode == "llminit":
+        pca = fit_semantic_basis(text_embeddings, dim=dim, null_dim=0)
+        init = torch.from_numpy(project(text_embeddings, pca).astype(np.float32))
+        return IDEmbedding(num_items, dim, init=init)
+    if mode == "alphafuse":
+        if basis is None or basis.dim != dim:
+            raise ValueError(f"alphafuse needs a basis with dim={dim}, got {basis and basis.dim}")
+        language = torch.from_numpy(project(text_embeddings, basis).astype(np.float32))
+        seen_t = None if seen is None else torch.from_numpy(np.asarray(seen, dtype=bool))
+        return AlphaFuseEmbedding(
+            language, basis.null_dim, id_init=id_init, init_std=init_std, seen=seen_t
+        )
+    raise ValueError(f"unknown item-embedding mode {mode!r}; expected id, llminit or alphafuse")
