@@ -126,10 +126,8 @@ def fit_semantic_basis(
     p = _item_distribution(weights, N)  # (N,)
     mean = p @ E  # (D,)
     centred = E - mean  # (N, D)
-    if weights is None:
-        cov = centred.T @ centred / (N - 1)  # (D, D), unbiased as np.cov
-    else:
-        cov = (centred * p[:, None]).T @ centred  # (D, D)
+    # (D, D): unbiased as np.cov when uniform, sum_v p_v (e_v - mu)(e_v - mu)^T when weighted
+    cov = centred.T @ centred / (N - 1) if weights is None else (centred * p[:, None]).T @ centred
     eigenvectors, eigenvalues, _ = np.linalg.svd(cov, hermitian=True)  # descending
     eigenvalues = np.clip(eigenvalues, 0.0, None)
     d_n = _choose_null_dim(eigenvalues[:k], k, null_dim, null_threshold)
@@ -142,7 +140,10 @@ def fit_semantic_basis(
         if not positive.all():
             logger.warning(
                 "%d of %d kept directions have zero variance (N=%d, D=%d): their columns are zero",
-                int((~positive).sum()), k, N, D,
+                int((~positive).sum()),
+                k,
+                N,
+                D,
             )
     if cover and d_n > 0:
         columns[:, k - d_n :] = 0.0
@@ -175,8 +176,8 @@ def project(embeddings: ArrayLike, basis: SemanticBasis) -> Float64Array:
         raise ValueError(
             f"embeddings have dimension {E.shape[1]}, the basis was fitted on D={basis.input_dim}"
         )
-    out = (E * basis.scale - basis.mean) @ basis.projection  # (N, d)
-    return out[0] if single else out
+    out: Float64Array = (E * basis.scale - basis.mean) @ basis.projection  # (N, d)
+    return out.reshape(-1) if single else out
 
 
 def fuse(language: ArrayLike, id_embeddings: ArrayLike, basis: SemanticBasis) -> Float64Array:
@@ -261,7 +262,8 @@ def _item_distribution(weights: ArrayLike | None, n: int) -> Float64Array:
         raise ValueError(f"weights must have shape ({n},), got {w.shape}")
     if (w < 0).any() or not np.isfinite(w).all() or w.sum() <= 0:
         raise ValueError("weights must be finite, non-negative and not all zero")
-    return w / w.sum()
+    p: Float64Array = w / w.sum()
+    return p
 
 
 def _choose_null_dim(

@@ -1,9 +1,9 @@
 """The ``recsys`` command: one entry point, subcommands ``quickstart``, ``data``, ``train``, ``evaluate``.
 
-    recsys quickstart                      # ml-100k: fetch, train id / llminit / alphafuse, print a table
-    recsys data  training/configs/amazon14-beauty.toml
-    recsys train training/configs/amazon14-beauty.toml --set embedding.mode="id" --run-dir runs/beauty-id
-    recsys evaluate runs/beauty-id
+recsys quickstart                      # ml-100k: fetch, train id / llminit / alphafuse, print a table
+recsys data  training/configs/amazon14-beauty.toml
+recsys train training/configs/amazon14-beauty.toml --set embedding.mode="id" --run-dir runs/beauty-id
+recsys evaluate runs/beauty-id
 """
 
 from __future__ import annotations
@@ -37,12 +37,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recsys", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="recsys", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    quick = sub.add_parser("quickstart", help="train and evaluate on ml-100k (downloads it if needed)")
+    quick = sub.add_parser(
+        "quickstart", help="train and evaluate on ml-100k (downloads it if needed)"
+    )
     quick.add_argument("--run-dir", type=Path, default=Path("runs/quickstart"))
     quick.add_argument("--modes", nargs="+", default=["id", "llminit", "alphafuse"])
     quick.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -56,9 +59,17 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one model and test it once")
     train.add_argument("config", type=Path)
     train.add_argument("--run-dir", type=Path, help="default: runs/<config name>-<mode>-s<seed>")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value, e.g. --set train.lr=1e-3 (TOML literal)")
-    train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.lr=1e-3 (TOML literal)",
+    )
+    train.add_argument(
+        "--resume", action="store_true", help="continue from the run's last checkpoint"
+    )
     train.set_defaults(func=_train)
 
     evaluate = sub.add_parser("evaluate", help="re-evaluate a finished run on its test cases")
@@ -75,8 +86,10 @@ def _data(args: argparse.Namespace) -> int:
     prepared = prepare(config, with_text=False)
     print(format_stats(prepared.dataset.stats()))
     split = prepared.split
-    print(f"split {split.protocol}: train rows {len(split.train.targets)}, valid "
-          f"{len(split.valid.targets)}, test {len(split.test.targets)}, L={split.max_len}")
+    print(
+        f"split {split.protocol}: train rows {len(split.train.targets)}, valid "
+        f"{len(split.valid.targets)}, test {len(split.test.targets)}, L={split.max_len}"
+    )
     return 0
 
 
@@ -133,5 +146,13 @@ def _print_summary(results: dict[str, dict[str, object]]) -> None:
             rows[name]["tail_item NDCG@10"] = float(groups["tail_item"]["NDCG@10"])
     print()
     print(format_metrics_table(rows))
-    print(json.dumps({k: round(float(v["sequences_per_second"]), 1)  # type: ignore[arg-type]
-                      for k, v in results.items()}, indent=None), "training sequences/s")
+    print(
+        json.dumps(
+            {
+                k: round(float(v["sequences_per_second"]), 1)  # type: ignore[arg-type]
+                for k, v in results.items()
+            },
+            indent=None,
+        ),
+        "training sequences/s",
+    )

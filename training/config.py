@@ -27,7 +27,9 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     source: DataSource
     protocol: Literal["leave_one_out", "cold_start_users"] = "leave_one_out"
-    max_len: int = Field(50, ge=1, description="history window L (cold_start_users: the paper's 10)")
+    max_len: int = Field(
+        50, ge=1, description="history window L (cold_start_users: the paper's 10)"
+    )
     min_user_interactions: int = Field(0, ge=0, description="k-core on users (0 = no filter)")
     min_item_interactions: int = Field(0, ge=0, description="k-core on items (0 = no filter)")
     split_seed: int = 0
@@ -45,7 +47,8 @@ class EmbeddingConfig(_Section):
     id_init: Literal["zeros", "normal"] = "zeros"
     init_std: float = Field(1.0, gt=0)
     zero_unseen_ids: bool = Field(
-        True, description="hold the ID rows of items absent from training at zero (honest cold items)"
+        True,
+        description="hold the ID rows of items absent from training at zero (honest cold items)",
     )
 
     @model_validator(mode="after")
@@ -130,4 +133,3 @@ def load_config(path: Path, overrides: list[str] | None = None) -> ExperimentCon
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
         raise ValueError(f"{path}: {exc}") from exc
-

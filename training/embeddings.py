@@ -44,7 +44,9 @@ class ItemEmbedding(nn.Module):
 class IDEmbedding(ItemEmbedding):
     """A trainable table (``id`` mode, or ``llminit`` when given initial weights)."""
 
-    def __init__(self, num_items: int, dim: int, *, init: torch.Tensor | None = None, std: float = 1.0):
+    def __init__(
+        self, num_items: int, dim: int, *, init: torch.Tensor | None = None, std: float = 1.0
+    ):
         super().__init__()
         self.num_items, self.dim = num_items, dim
         self.weight = nn.Embedding(num_items + 1, dim, padding_idx=num_items)
@@ -53,7 +55,9 @@ class IDEmbedding(ItemEmbedding):
                 nn.init.normal_(self.weight.weight, std=std)
             else:
                 if init.shape != (num_items, dim):
-                    raise ValueError(f"init must have shape {(num_items, dim)}, got {tuple(init.shape)}")
+                    raise ValueError(
+                        f"init must have shape {(num_items, dim)}, got {tuple(init.shape)}"
+                    )
                 self.weight.weight[:num_items] = init
             self.weight.weight[num_items] = 0.0
 
@@ -66,6 +70,9 @@ class IDEmbedding(ItemEmbedding):
 
 class AlphaFuseEmbedding(ItemEmbedding):
     """Frozen language coordinates + trainable ID coordinates in the null space."""
+
+    language: torch.Tensor  # (N+1, d) buffer, pad row N is zero
+    id_keep: torch.Tensor  # (N+1,) buffer, 1 = trainable ID row, 0 = held at zero
 
     def __init__(
         self,
@@ -100,19 +107,19 @@ class AlphaFuseEmbedding(ItemEmbedding):
         return self.ids.weight[: self.num_items] * self.id_keep[: self.num_items, None]
 
     def table(self) -> torch.Tensor:
-        lang: torch.Tensor = self.language[: self.num_items]  # (N, d)
+        lang = self.language[: self.num_items]  # (N, d)
         if self.null_dim == 0:
             return lang
-        head, tail = lang.split([self.dim - self.null_dim, self.null_dim], dim=1)
-        return torch.cat([head, tail + self.id_table()], dim=1)  # (N, d)
+        d_s = self.dim - self.null_dim
+        return torch.cat([lang[:, :d_s], lang[:, d_s:] + self.id_table()], dim=1)  # (N, d)
 
     def forward(self, item_idx: torch.Tensor) -> torch.Tensor:
-        lang: torch.Tensor = self.language[item_idx]  # (..., d)
+        lang = self.language[item_idx]  # (..., d)
         if self.null_dim == 0:
             return lang
         ids = self.ids(item_idx) * self.id_keep[item_idx].unsqueeze(-1)  # (..., d_n)
-        head, tail = lang.split([self.dim - self.null_dim, self.null_dim], dim=-1)
-        return torch.cat([head, tail + ids], dim=-1)
+        d_s = self.dim - self.null_dim
+        return torch.cat([lang[..., :d_s], lang[..., d_s:] + ids], dim=-1)
 
 
 def build_item_embedding(

@@ -3,8 +3,8 @@
 Two protocols (docs/ALGORITHMS.md §6):
 
 - **Full ranking** (AlphaFuse cold-start users): the target is ranked against all N items, with or
-  without the user's earlier items excluded (history masking): :func:`evaluate_full`, and
-  :func:`evaluate_full_both` for both rankings from one scoring pass.
+  without the user's earlier items excluded (history masking); :func:`evaluate_full` can derive both
+  rankings from one scoring pass.
 - **Sampled** (LLM-ESR long tail): the target is ranked against a fixed, seeded set of 100 negatives
   the user has not interacted with (:func:`sample_candidates`, :func:`evaluate_sampled`). The
   original redraws them on every pass; here they are drawn once so runs are comparable.
@@ -24,6 +24,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import numpy as np
 import torch
@@ -36,7 +37,6 @@ __all__ = [
     "EvalResult",
     "PairedEvalResult",
     "evaluate_full",
-    "evaluate_full_both",
     "evaluate_sampled",
     "format_metrics_table",
     "group_masks",
@@ -221,54 +221,64 @@ def _full_ranks(
     return _rank_in_batches(len(examples.targets), batch_size, rank_batch)
 
 
+@overload
 def evaluate_full(
     score_fn: FullScoreFn,
     examples: Examples,
     num_items: int,
     *,
     mask_history: bool,
+    batch_size: int = ...,
+    ks: Sequence[int] = ...,
+) -> EvalResult: ...
+@overload
+def evaluate_full(
+    score_fn: FullScoreFn,
+    examples: Examples,
+    num_items: int,
+    *,
+    mask_history: Literal["both"],
+    batch_size: int = ...,
+    ks: Sequence[int] = ...,
+) -> PairedEvalResult: ...
+def evaluate_full(
+    score_fn: FullScoreFn,
+    examples: Examples,
+    num_items: int,
+    *,
+    mask_history: bool | Literal["both"],
     batch_size: int = 1024,
     ks: Sequence[int] = KS,
-) -> EvalResult:
+) -> EvalResult | PairedEvalResult:
     """Rank every example's target against all N items.
 
     Args:
         score_fn: maps a (B, L) int64 batch of left-padded histories to (B, N) float scores.
         examples: the cases; ``seen_offsets``/``seen_items`` give the items to mask.
         num_items: N.
-        mask_history: True excludes the items seen before the target (never the target itself);
-            False ranks against every item.
+        mask_history: True excludes the items seen before the target (never the target itself),
+            False ranks against every item, "both" derives both rankings from one scoring pass.
         batch_size: examples per ``score_fn`` call.
         ks: metric cut-offs.
 
     Returns:
-        :class:`EvalResult` with ranks in [0, N).
+        :class:`EvalResult` (ranks in [0, N)), or :class:`PairedEvalResult` for "both".
     """
-    (ranks,) = _full_ranks(score_fn, examples, num_items, [mask_history], batch_size)
-    return EvalResult(ranks, metrics_from_ranks(ranks, ks))
-
-
-def evaluate_full_both(
-    score_fn: FullScoreFn,
-    examples: Examples,
-    num_items: int,
-    *,
-    batch_size: int = 1024,
-    ks: Sequence[int] = KS,
-) -> PairedEvalResult:
-    """:func:`evaluate_full` without and with history masking, from a single scoring pass."""
-    unmasked, masked = _full_ranks(score_fn, examples, num_items, [False, True], batch_size)
-    return PairedEvalResult(
-        EvalResult(unmasked, metrics_from_ranks(unmasked, ks)),
-        EvalResult(masked, metrics_from_ranks(masked, ks)),
-    )
+    if mask_history not in (True, False, "both"):
+        raise ValueError(f"mask_history must be True, False or 'both', got {mask_history!r}")
+    masked = [False, True] if mask_history == "both" else [bool(mask_history)]
+    rank_arrays = _full_ranks(score_fn, examples, num_items, masked, batch_size)
+    results = [EvalResult(ranks, metrics_from_ranks(ranks, ks)) for ranks in rank_arrays]
+    return PairedEvalResult(*results) if mask_history == "both" else results[0]
 
 
 def _excluded_keys(
     examples: Examples, num_items: int, sequences: SequenceDataset | None
 ) -> tuple[IntArray, IntArray]:
     """Sorted unique keys ``row * N + item`` of (example, excluded item) pairs; count per row."""
-    n = len(examples.targets)
+    n, seen = len(examples.targets), examples.seen_items
+    if seen.size and (seen.min() < 0 or seen.max() >= num_items):
+        raise ValueError(f"seen items must lie in [0, {num_items}), got {seen.min()}..{seen.max()}")
     rows = [np.repeat(np.arange(n), np.diff(examples.seen_offsets)), np.arange(n)]
     items = [examples.seen_items, examples.targets]
     if sequences is not None:
@@ -412,6 +422,8 @@ def group_masks(
     user_lengths: NDArray[np.number] | None = None,
     item_threshold: float | None = None,
     user_threshold: float | None = None,
+    *,
+    head_share: float = 0.2,
 ) -> dict[str, NDArray[np.bool_]]:
     """LLM-ESR head/tail groups of the cases; tail = value < threshold, head otherwise.
 
@@ -421,6 +433,7 @@ def group_masks(
         user_lengths: (n,) history length per case; None uses ``np.diff(examples.seen_offsets)``.
         item_threshold: None uses :func:`pareto_thresholds` over all N items.
         user_threshold: None uses :func:`pareto_thresholds` over the n cases.
+        head_share: the head share for thresholds computed here.
 
     Returns:
         (n,) bool masks "tail_item", "head_item", "tail_user", "head_user".
@@ -429,8 +442,10 @@ def group_masks(
     lengths = np.diff(examples.seen_offsets) if user_lengths is None else np.asarray(user_lengths)
     if lengths.shape != (n,):
         raise ValueError(f"user_lengths must have shape ({n},), got {lengths.shape}")
-    item_t = pareto_thresholds(item_popularity) if item_threshold is None else item_threshold
-    user_t = pareto_thresholds(lengths) if user_threshold is None else user_threshold
+    item_t = item_threshold
+    if item_t is None:
+        item_t = pareto_thresholds(np.asarray(item_popularity), head_share)
+    user_t = pareto_thresholds(lengths, head_share) if user_threshold is None else user_threshold
     tail_item = np.asarray(item_popularity)[examples.targets] < item_t
     tail_user = lengths < user_t
     logger.info("group thresholds: item popularity %s, user length %s", item_t, user_t)

@@ -79,7 +79,9 @@ class SequentialRecommender(nn.Module):
         """(B, T) -> (B, N) dot-product scores against the whole item table."""
         return self.user_vectors(histories) @ self.items.table().T
 
-    def loss(self, histories: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None) -> torch.Tensor:
+    def loss(
+        self, histories: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None
+    ) -> torch.Tensor:
         """Mean training loss of a batch; ``negatives`` (B, K) is unused by ``ce``."""
         user = self.user_vectors(histories)  # (B, d)
         cfg = self.loss_config
@@ -95,9 +97,13 @@ class SequentialRecommender(nn.Module):
         neg_logits = (
             torch.einsum("bd,bkd->bk", user, neg) if neg.dim() == 3 else user @ neg.T
         )  # (B, K)
-        if neg.dim() == 2:  # a shared negative that is a row's own target is no negative for that row
+        if (
+            neg.dim() == 2
+        ):  # a shared negative that is a row's own target is no negative for that row
             clash = negatives[None, :] == targets[:, None]  # (B, K)
-            neg_logits = neg_logits.masked_fill(clash, -torch.inf if cfg.name == "infonce" else -1e4)
+            neg_logits = neg_logits.masked_fill(
+                clash, -torch.inf if cfg.name == "infonce" else -1e4
+            )
         if cfg.name == "infonce":
             logits = torch.cat([pos_logit, neg_logits], dim=1) / cfg.temperature  # (B, 1+K)
             zeros = torch.zeros(len(targets), dtype=torch.long, device=targets.device)

@@ -45,7 +45,15 @@ from training.plots import plot_group_metrics, plot_validation_curve
 from training.recommender import LossConfig, SequentialRecommender, sample_negatives
 from training.text_embeddings import embed_item_texts
 
-__all__ = ["Prepared", "RunResult", "build_model", "evaluate_run", "prepare", "run_experiment"]
+__all__ = [
+    "Prepared",
+    "RunResult",
+    "build_model",
+    "evaluate_run",
+    "measure_throughput",
+    "prepare",
+    "run_experiment",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +81,9 @@ def prepare(config: ExperimentConfig, *, with_text: bool | None = None) -> Prepa
     if data.min_user_interactions or data.min_item_interactions:
         ds = kcore_filter(ds, data.min_user_interactions, data.min_item_interactions)
     if data.protocol == "leave_one_out":
-        split = leave_one_out(ds, data.max_len)
+        split = leave_one_out(ds, data.max_len, train_seen=False)
     else:
-        split = cold_start_users(ds, seed=data.split_seed, window=data.max_len)
+        split = cold_start_users(ds, seed=data.split_seed, window=data.max_len, train_seen=False)
     need_text = config.embedding.mode != "id" if with_text is None else with_text
     text = embed_item_texts(ds.item_texts, config.text) if need_text else None
     return Prepared(dataset=ds, split=split, text_embeddings=text)
@@ -166,11 +174,27 @@ def evaluate_run(run_dir: Path) -> dict[str, Any]:
     """Re-evaluate a finished run's best model on its test cases (same data, split and seed)."""
     config = ExperimentConfig.model_validate(json.loads((run_dir / "config.json").read_text()))
     prepared = prepare(config)
-    basis = load_basis(run_dir / "semantic_basis.npz") if config.embedding.mode == "alphafuse" else None
+    basis = (
+        load_basis(run_dir / "semantic_basis.npz") if config.embedding.mode == "alphafuse" else None
+    )
     device = _device(config.train.device)
     model = build_model(config, prepared, basis).to(device)
     model.load_state_dict(load_file(run_dir / "model.safetensors", device=str(device)))
     return _test_metrics(config, prepared, model, device)
+
+
+def measure_throughput(config: ExperimentConfig, prepared: Prepared, epochs: int = 1) -> float:
+    """Training sequences per second over ``epochs`` full epochs (no evaluation), for benchmarks."""
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    _seed_everything(config.train.seed)
+    basis = fit_basis(config, prepared) if config.embedding.mode == "alphafuse" else None
+    device = _device(config.train.device)
+    model = build_model(config, prepared, basis).to(device)
+    loop = _TrainLoop(config, prepared.split, model, device, Path(os.devnull))
+    for _ in range(epochs):
+        loop._epoch()
+    return loop.sequences / loop.train_seconds
 
 
 class _TrainLoop:
@@ -185,7 +209,11 @@ class _TrainLoop:
         run_dir: Path,
     ) -> None:
         self.config, self.split, self.model, self.device, self.run_dir = (
-            config, split, model, device, run_dir
+            config,
+            split,
+            model,
+            device,
+            run_dir,
         )
         t = config.train
         self.optimizer = torch.optim.AdamW(
@@ -203,21 +231,34 @@ class _TrainLoop:
 
     def run(self) -> None:
         t = self.config.train
-        while self.epoch < t.max_epochs and self.epoch - self.best_epoch < t.patience * t.eval_every:
+        while (
+            self.epoch < t.max_epochs and self.epoch - self.best_epoch < t.patience * t.eval_every
+        ):
             self.epoch += 1
             loss = self._epoch()
             if self.epoch % t.eval_every and self.epoch < t.max_epochs:
                 continue
-            valid = _full_metrics(self.model, self.split.valid, self.split.num_items, self.device,
-                                  self.config.eval.mask_history, self.config.eval.batch_size)
+            valid = _full_metrics(
+                self.model,
+                self.split.valid,
+                self.split.num_items,
+                self.device,
+                self.config.eval.mask_history,
+                self.config.eval.batch_size,
+            )
             score = valid[t.select_metric]
-            self.history.append({"epoch": self.epoch, "loss": loss,
-                                 **{f"valid_{k}": v for k, v in valid.items()}})
-            logger.info("epoch %d loss %.4f valid %s %.4f", self.epoch, loss, t.select_metric, score)
+            self.history.append(
+                {"epoch": self.epoch, "loss": loss, **{f"valid_{k}": v for k, v in valid.items()}}
+            )
+            logger.info(
+                "epoch %d loss %.4f valid %s %.4f", self.epoch, loss, t.select_metric, score
+            )
             if score > self.best:
                 self.best, self.best_epoch = score, self.epoch
-                _atomic(self.run_dir / "model.safetensors",
-                        lambda p: save_file(_cpu_state(self.model), str(p)))
+                _atomic(
+                    self.run_dir / "model.safetensors",
+                    lambda p: save_file(_cpu_state(self.model), str(p)),
+                )
             self._checkpoint()
         if not (self.run_dir / "model.safetensors").exists():
             raise RuntimeError(f"no validation ran in {self.run_dir}; check train.eval_every")
@@ -228,13 +269,14 @@ class _TrainLoop:
         start = time.perf_counter()
         order = torch.randperm(len(self.targets), generator=self.generator)
         total, batches = 0.0, 0
-        for idx in order.split(t.batch_size):
+        for start in range(0, len(order), t.batch_size):
+            idx = order[start : start + t.batch_size]
             hist = self.histories[idx].to(self.device)  # (B, L)
             tgt = self.targets[idx].to(self.device)  # (B,)
             neg = self._negatives(self.targets[idx])
             loss = model.loss(hist, tgt, None if neg is None else neg.to(self.device))
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             self.optimizer.step()
             total, batches = total + loss.item(), batches + 1
         self.train_seconds += time.perf_counter() - start
@@ -267,10 +309,17 @@ class _TrainLoop:
                 state[f"optim.{pid}.{name}"] = torch.as_tensor(value).detach().cpu().clone()
         state["rng"] = self.generator.get_state()
         _atomic(self.run_dir / "last.safetensors", lambda p: save_file(state, str(p)))
-        _write_json(self.run_dir / "state.json", {
-            "epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch,
-            "train_seconds": self.train_seconds, "sequences": self.sequences, "history": self.history,
-        })
+        _write_json(
+            self.run_dir / "state.json",
+            {
+                "epoch": self.epoch,
+                "best": self.best,
+                "best_epoch": self.best_epoch,
+                "train_seconds": self.train_seconds,
+                "sequences": self.sequences,
+                "history": self.history,
+            },
+        )
 
     def restore(self) -> None:
         """Continue from ``last.safetensors`` + ``state.json`` if present."""
@@ -317,8 +366,13 @@ def _full_metrics(
     batch_size: int,
 ) -> dict[str, float]:
     model.eval()
-    result = ev.evaluate_full(_score_fn(model, device), examples, num_items,
-                              mask_history=mask_history, batch_size=batch_size)
+    result = ev.evaluate_full(
+        _score_fn(model, device),
+        examples,
+        num_items,
+        mask_history=mask_history,
+        batch_size=batch_size,
+    )
     return result.metrics
 
 
@@ -332,8 +386,13 @@ def _test_metrics(
     """Test once: full ranking (history kept and masked), sampled 1+100, head/tail groups."""
     model.eval()
     split, cfg = prepared.split, config.eval
-    paired = ev.evaluate_full(_score_fn(model, device), split.test, split.num_items,
-                              mask_history="both", batch_size=cfg.batch_size)
+    paired = ev.evaluate_full(
+        _score_fn(model, device),
+        split.test,
+        split.num_items,
+        mask_history="both",
+        batch_size=cfg.batch_size,
+    )
     primary = paired.masked if cfg.mask_history else paired.unmasked
     table = model.items.table().detach()
 
@@ -341,13 +400,21 @@ def _test_metrics(
         user = model.user_vectors(torch.from_numpy(histories).to(device))  # (B, d)
         return torch.einsum("bd,bcd->bc", user, table[torch.from_numpy(cands).to(device)]).cpu()
 
-    candidates = ev.sample_candidates(split.test, split.num_items, cfg.sampled_negatives,
-                                      seed=config.data.split_seed)
-    sampled = ev.evaluate_sampled(candidate_scores, split.test, candidates, cfg.batch_size,
-                                  ks=(10, 20))
+    candidates = ev.sample_candidates(
+        split.test, split.num_items, cfg.sampled_negatives, seed=config.data.split_seed
+    )
+    sampled = ev.evaluate_sampled(
+        candidate_scores, split.test, candidates, cfg.batch_size, ks=(10, 20)
+    )
     popularity = prepared.dataset.item_user_counts()
-    masks = ev.group_masks(split.test, popularity, None, cfg.tail_item_threshold,
-                           cfg.tail_user_threshold)
+    masks = ev.group_masks(
+        split.test,
+        popularity,
+        None,
+        cfg.tail_item_threshold,
+        cfg.tail_user_threshold,
+        head_share=cfg.head_share,
+    )
     groups = ev.metrics_by_group(primary.ranks, masks)
     groups_sampled = ev.metrics_by_group(sampled.ranks, masks, ks=(10,))
     return {
@@ -363,8 +430,12 @@ def _test_metrics(
     }
 
 
-def _plots(config: ExperimentConfig, run_dir: Path, history: list[dict[str, float]],
-           metrics: dict[str, Any]) -> None:
+def _plots(
+    config: ExperimentConfig,
+    run_dir: Path,
+    history: list[dict[str, float]],
+    metrics: dict[str, Any],
+) -> None:
     plots = run_dir / "plots"
     plots.mkdir(exist_ok=True)
     metric = config.train.select_metric
@@ -392,10 +463,15 @@ def _atomic(path: Path, write: Callable[[Path], None], suffix: str = ".tmp") -> 
     tmp = path.with_name(f".{path.name}.{os.getpid()}{suffix}")
     try:
         write(tmp)
-        os.replace(tmp, path)
+        tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    _atomic(path, lambda p: p.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n"))
+    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+
+    def write(p: Path) -> None:
+        p.write_text(text)
+
+    _atomic(path, write)

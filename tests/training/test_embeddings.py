@@ -19,7 +19,9 @@ def _text(n: int = 60, D: int = 24) -> np.ndarray:
 def test_alphafuse_table_matches_core_fuse() -> None:
     E = _text()
     basis = fit_semantic_basis(E, dim=16, null_dim=6)
-    items = build_item_embedding("alphafuse", 60, 16, basis=basis, text_embeddings=E, id_init="normal")
+    items = build_item_embedding(
+        "alphafuse", 60, 16, basis=basis, text_embeddings=E, id_init="normal"
+    )
     assert isinstance(items, AlphaFuseEmbedding)
     expected = fuse(project(E, basis), items.id_table().detach().numpy(), basis)
     np.testing.assert_allclose(items.table().detach().numpy(), expected, atol=1e-5)
@@ -42,15 +44,18 @@ def test_training_moves_only_seen_id_rows_and_never_the_language_part() -> None:
     basis = fit_semantic_basis(E, dim=16, null_dim=8)
     seen = np.zeros(60, dtype=bool)
     seen[:40] = True
-    items = build_item_embedding("alphafuse", 60, 16, basis=basis, text_embeddings=E,
-                                 id_init="normal", seen=seen)
+    items = build_item_embedding(
+        "alphafuse", 60, 16, basis=basis, text_embeddings=E, id_init="normal", seen=seen
+    )
     model = SequentialRecommender(items, SASRec(SASRecConfig(dim=16, max_len=5)), LossConfig("ce"))
     language_before = items.language.clone()  # type: ignore[union-attr]
     table_before = items.table().detach().clone()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
     for _ in range(5):
         hist = torch.randint(0, 40, (32, 5))
-        loss = model.loss(hist, torch.randint(0, 40, (32,)), None)  # full softmax: all items get gradient
+        loss = model.loss(
+            hist, torch.randint(0, 40, (32,)), None
+        )  # full softmax: all items get gradient
         opt.zero_grad()
         loss.backward()
         opt.step()

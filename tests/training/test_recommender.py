@@ -13,7 +13,9 @@ from training.recommender import LossConfig, SequentialRecommender, sample_negat
 def _model(loss: str, n: int = 30) -> SequentialRecommender:
     torch.manual_seed(0)
     return SequentialRecommender(
-        IDEmbedding(n, 8), SASRec(SASRecConfig(dim=8, max_len=6, dropout=0.0)), LossConfig(loss, 5)  # type: ignore[arg-type]
+        IDEmbedding(n, 8),
+        SASRec(SASRecConfig(dim=8, max_len=6, dropout=0.0)),
+        LossConfig(loss, 5),  # type: ignore[arg-type]
     )
 
 

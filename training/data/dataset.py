@@ -1,10 +1,10 @@
 """The in-memory dataset every reader produces and every split consumes.
 
-`SequenceDataset` holds each user's time-ordered item sequence in CSR form (``offsets``/``items``) next to the
-item catalogue (``item_ids``/``item_texts``); item rows ``0..N-1`` are the ``item_idx`` used everywhere in
-training. `Examples` and `Split` are what the protocols in `training.data.splits` return: left-padded history
-windows (pad index ``N``, most recent item in column ``L-1``), targets, and the CSR of all items seen before
-each target.
+`SequenceDataset` holds each user's time-ordered item sequence in CSR form (``offsets``/``items``)
+next to the item catalogue (``item_ids``/``item_texts``); item rows ``0..N-1`` are the ``item_idx``
+used everywhere in training. `Examples` and `Split` are what the protocols in
+`training.data.splits` return: left-padded history windows (pad index ``N``, most recent item in
+column ``L-1``), targets, and the CSR of all items seen before each target.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ def concat_ranges(starts: IntArray, lengths: IntArray) -> IntArray:
     lengths = np.asarray(lengths, dtype=np.int64)
     ends = np.cumsum(lengths)
     range_of = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
-    within = np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64) - (ends - lengths)[range_of]
+    within = (
+        np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64) - (ends - lengths)[range_of]
+    )
     return starts[range_of] + within
 
 
@@ -69,9 +71,13 @@ class SequenceDataset:
     def __post_init__(self) -> None:
         n_items, n_users = len(self.item_ids), len(self.user_ids)
         if len(self.item_texts) != n_items:
-            raise ValueError(f"{self.name}: {len(self.item_texts)} item_texts for {n_items} item_ids")
+            raise ValueError(
+                f"{self.name}: {len(self.item_texts)} item_texts for {n_items} item_ids"
+            )
         if self.offsets.dtype != np.int64 or self.items.dtype != np.int64:
-            raise TypeError(f"offsets/items must be int64, got {self.offsets.dtype}/{self.items.dtype}")
+            raise TypeError(
+                f"offsets/items must be int64, got {self.offsets.dtype}/{self.items.dtype}"
+            )
         if self.offsets.shape != (n_users + 1,) or self.offsets[0] != 0:
             raise ValueError(
                 f"{self.name}: offsets shape {self.offsets.shape} (first {self.offsets[:1]}) "
@@ -97,11 +103,13 @@ class SequenceDataset:
         user_ids: list[str],
         per_user: list[IntArray],
     ) -> SequenceDataset:
-        """Build from one time-ordered item_idx array per user (``per_user[u]`` is user u's sequence)."""
+        """Build from one time-ordered item_idx array per user (``per_user[u]`` = user u's)."""
         if len(per_user) != len(user_ids):
             raise ValueError(f"{len(per_user)} sequences for {len(user_ids)} user_ids")
         lengths = np.array([len(seq) for seq in per_user], dtype=np.int64)
-        items = np.concatenate([np.asarray(s, dtype=np.int64) for s in per_user] or [np.zeros(0, np.int64)])
+        items = np.concatenate(
+            [np.asarray(s, dtype=np.int64) for s in per_user] or [np.zeros(0, np.int64)]
+        )
         return cls(name, item_ids, item_texts, user_ids, offsets_from_lengths(lengths), items)
 
     @classmethod
@@ -114,7 +122,7 @@ class SequenceDataset:
         user_idx: IntArray,
         item_idx: IntArray,
     ) -> SequenceDataset:
-        """Build from parallel interaction arrays already in time order (stable-grouped by user here).
+        """Build from parallel interaction arrays in time order (grouped by user here, stably).
 
         Args:
             user_idx: (nnz,) user row of each interaction, in ``[0, len(user_ids))``.
@@ -122,7 +130,9 @@ class SequenceDataset:
         """
         user_idx = np.asarray(user_idx, dtype=np.int64)
         if user_idx.shape != np.shape(item_idx):
-            raise ValueError(f"user_idx shape {user_idx.shape} != item_idx shape {np.shape(item_idx)}")
+            raise ValueError(
+                f"user_idx shape {user_idx.shape} != item_idx shape {np.shape(item_idx)}"
+            )
         if len(user_idx) and (user_idx.min() < 0 or user_idx.max() >= len(user_ids)):
             raise ValueError(f"user_idx out of range [0, {len(user_ids)}): max {user_idx.max()}")
         order = np.argsort(user_idx, kind="stable")
@@ -163,9 +173,9 @@ class SequenceDataset:
     def item_user_counts(self) -> IntArray:
         """(N,) number of DISTINCT users per item."""
         pairs = self.interaction_users() * self.num_items + self.items
-        return np.bincount(np.unique(pairs) % max(self.num_items, 1), minlength=self.num_items).astype(
-            np.int64
-        )
+        return np.bincount(
+            np.unique(pairs) % max(self.num_items, 1), minlength=self.num_items
+        ).astype(np.int64)
 
     def stats(self) -> dict[str, float | int]:
         """Size, density, sequence-length summary and catalogue coverage."""
@@ -193,14 +203,21 @@ class SequenceDataset:
         items = self.items[concat_ranges(self.offsets[rows], lengths)]
         user_ids = [self.user_ids[u] for u in rows.tolist()]
         return SequenceDataset(
-            self.name, self.item_ids, self.item_texts, user_ids, offsets_from_lengths(lengths), items
+            self.name,
+            self.item_ids,
+            self.item_texts,
+            user_ids,
+            offsets_from_lengths(lengths),
+            items,
         )
 
     def select_interactions(self, keep: BoolArray) -> SequenceDataset:
-        """Drop the interactions where ``keep`` (nnz,) is False; users (maybe emptied) and items stay."""
+        """Drop interactions where ``keep`` (nnz,) is False; users (maybe emptied), items stay."""
         if keep.shape != self.items.shape:
             raise ValueError(f"keep mask shape {keep.shape} != items shape {self.items.shape}")
-        lengths = np.bincount(self.interaction_users()[keep], minlength=self.num_users).astype(np.int64)
+        lengths = np.bincount(self.interaction_users()[keep], minlength=self.num_users).astype(
+            np.int64
+        )
         return SequenceDataset(
             self.name,
             self.item_ids,
@@ -211,7 +228,7 @@ class SequenceDataset:
         )
 
     def select_items(self, keep: BoolArray) -> SequenceDataset:
-        """Keep the catalogue rows where ``keep`` (N,) is True, drop others' interactions, re-index items."""
+        """Keep catalogue rows where ``keep`` (N,) is True (and their interactions); re-index."""
         if keep.shape != (self.num_items,):
             raise ValueError(f"keep mask shape {keep.shape} != ({self.num_items},)")
         pruned = self.select_interactions(keep[self.items])
@@ -232,7 +249,8 @@ class Examples:
     """Prediction examples of one split part.
 
     Attributes:
-        histories: (n, L) item_idx, LEFT-padded with pad = num_items (most recent item at column L-1).
+        histories: (n, L) item_idx, LEFT-padded with pad = num_items (most recent item at
+            column L-1).
         targets: (n,) item_idx to predict.
         users: (n,) row of each example's user in the dataset the split was made from.
         seen_offsets: (n+1,) CSR over ``seen_items``.
@@ -262,7 +280,7 @@ class Examples:
         return len(self.targets)
 
     def seen(self, i: int) -> IntArray:
-        """All item_idx the user of example ``i`` interacted with before its target, oldest first."""
+        """Every item_idx the user of example ``i`` had before its target, oldest first."""
         return self.seen_items[self.seen_offsets[i] : self.seen_offsets[i + 1]]
 
 
@@ -274,7 +292,8 @@ class Split:
         protocol: ``"leave_one_out"`` or ``"cold_start_users"``.
         num_items: N (pad index == N).
         max_len: L, the history window.
-        train: every prefix row of ``train_sequences`` (target at position t >= 1, history = <= L before).
+        train: every prefix row of ``train_sequences`` (target at position t >= 1, history =
+            the <= L items before it).
         valid: validation examples.
         test: test examples.
         train_sequences: what the trainer may see (popularity, seen-in-train masks, LLM-ESR).
@@ -290,7 +309,7 @@ class Split:
 
 
 def format_stats(stats: dict[str, float | int]) -> str:
-    """A two-column text table of ``SequenceDataset.stats()`` (integers with thousands separators)."""
+    """A two-column text table of ``SequenceDataset.stats()`` (ints with thousands separators)."""
     width = max((len(key) for key in stats), default=0)
     lines = []
     for key, value in stats.items():

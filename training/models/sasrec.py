@@ -117,7 +117,7 @@ class SASRec(nn.Module):
         Returns:
             (B, d) the encoder output at the last position.
         """
-        B, T, _ = item_emb.shape
+        T = item_emb.shape[1]
         L = self.config.max_len
         if T > L:
             raise ValueError(f"history length {T} exceeds max_len={L}")

@@ -10,7 +10,7 @@ from training.models.sasrec import SASRec, SASRecConfig
 
 def _full_reference(model: SASRec, emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Every block over every position (no shortcut), then the last position."""
-    B, T, _ = emb.shape
+    T = emb.shape[1]
     L = model.config.max_len
     keep = mask.unsqueeze(-1).float()
     x = (emb + model.positions.weight[L - T :]) * keep

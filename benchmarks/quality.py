@@ -1,0 +1,131 @@
+"""Recommendation quality: SASRec x {id, llminit, alphafuse} x seeds on the real datasets.
+
+    .venv/bin/python benchmarks/quality.py                       # all datasets, 3 seeds
+    .venv/bin/python benchmarks/quality.py --datasets ml-100k --seeds 0
+
+Each finished run is appended to benchmarks/results/quality.json at once (one JSON object per run), and runs
+already in the file are skipped, so an interrupted benchmark continues where it stopped. The table at the end
+gives mean +- std over seeds of the test metrics (full ranking, the protocol's history masking).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.config import load_config
+from training.train import prepare, run_experiment
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "training" / "configs"
+RESULTS = REPO / "benchmarks" / "results" / "quality.json"
+DATASETS = ["ml-100k", "amazon14-beauty", "amazon14-sports", "yelp"]
+MODES = ["id", "llminit", "alphafuse"]
+KEYS = ["HR@10", "NDCG@10", "HR@20", "NDCG@20"]
+
+
+def main() -> None:
+    args = _args()
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    results = _load(args.out)
+    done = {(r["dataset"], r["protocol"], r["model"], r["embedding"], r["seed"]) for r in results}
+    for dataset in args.datasets:
+        base = load_config(CONFIGS / f"{dataset}.toml", args.overrides)
+        prepared = None
+        for mode in args.modes:
+            for seed in args.seeds:
+                key = (dataset, base.data.protocol, "sasrec", mode, seed)
+                if key in done:
+                    continue
+                config = load_config(
+                    CONFIGS / f"{dataset}.toml",
+                    [*args.overrides, f'embedding.mode="{mode}"', f"train.seed={seed}"],
+                )
+                prepared = prepared or prepare(config, with_text=True)
+                with tempfile.TemporaryDirectory() as tmp:
+                    m = run_experiment(config, Path(tmp), prepared=prepared).metrics
+                results.append(_record(key, m))
+                _save(args.out, results)
+    print(format_table(results))
+
+
+def _record(key: tuple[str, str, str, str, int], m: dict[str, Any]) -> dict[str, Any]:
+    dataset, protocol, model, mode, seed = key
+    return {
+        "dataset": dataset,
+        "protocol": protocol,
+        "model": model,
+        "embedding": mode,
+        "seed": seed,
+        "metrics": m["test"],
+        "metrics_unmasked": m["test_unmasked"],
+        "metrics_sampled": m["test_sampled"],
+        "groups": m["groups"],
+        "trainable_params": m["trainable_params"],
+        "train_seconds": round(m["train_seconds"], 1),
+        "sequences_per_second": round(m["sequences_per_second"], 1),
+        "best_epoch": m["best_epoch"],
+        "valid_best": m["valid_best"],
+    }
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """Mean +- std over seeds per (dataset, embedding), plus tail-item NDCG@10."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["dataset"], r["embedding"]), []).append(r)
+    header = (
+        f"{'dataset':<16} {'embedding':<10} {'seeds':>5} "
+        + " ".join(f"{k:>15}" for k in [*KEYS, "tail NDCG@10"])
+        + f" {'params':>9} {'seq/s':>7}"
+    )
+    lines = [header, "-" * len(header)]
+    for (dataset, mode), runs in groups.items():
+        cells = []
+        for k in KEYS:
+            v = np.array([r["metrics"][k] for r in runs])
+            cells.append(f"{v.mean():.4f}±{v.std():.4f}")
+        tail = np.array([r["groups"]["tail_item"]["NDCG@10"] for r in runs])
+        cells.append(f"{tail.mean():.4f}±{tail.std():.4f}")
+        sps = np.mean([r["sequences_per_second"] for r in runs])
+        lines.append(
+            f"{dataset:<16} {mode:<10} {len(runs):>5} "
+            + " ".join(f"{c:>15}" for c in cells)
+            + f" {runs[0]['trainable_params']:>9} {sps:>7.0f}"
+        )
+    return "\n".join(lines)
+
+
+def _load(path: Path) -> list[dict[str, Any]]:
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _save(path: Path, results: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def _args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--datasets", nargs="+", default=DATASETS)
+    p.add_argument("--modes", nargs="+", default=MODES)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    return p.parse_args()
+
+
+if __name__ == "__main__":
+    main()
