@@ -134,7 +134,7 @@ def _run_name(config: ExperimentConfig) -> str:
 
 
 def _print_summary(results: dict[str, dict[str, object]]) -> None:
-    from training.evaluate import format_metrics_table
+    from training.groups import format_metrics_table
 
     rows = {}
     for name, metrics in results.items():

@@ -32,6 +32,9 @@ class DataConfig(_Section):
     )
     min_user_interactions: int = Field(0, ge=0, description="k-core on users (0 = no filter)")
     min_item_interactions: int = Field(0, ge=0, description="k-core on items (0 = no filter)")
+    max_sequence_length: int | None = Field(
+        None, ge=2, description="keep only each user's most recent items (applied before splitting)"
+    )
     split_seed: int = 0
 
 

@@ -35,14 +35,16 @@ from safetensors.torch import load_file, save_file
 from core.alphafuse import SemanticBasis, fit_semantic_basis, load_basis, save_basis
 from training import evaluate as ev
 from training.config import ExperimentConfig
-from training.data.dataset import Examples, SequenceDataset, Split
-from training.data.filters import kcore_filter
+from training.data.dataset import Examples, SequenceDataset, Split, format_stats
+from training.data.filters import kcore_filter, truncate_sequences
 from training.data.readers import load_dataset
 from training.data.splits import cold_start_users, leave_one_out
 from training.embeddings import build_item_embedding
+from training.groups import group_masks, metrics_by_group
 from training.models.sasrec import SASRec, SASRecConfig
 from training.plots import plot_group_metrics, plot_validation_curve
 from training.recommender import LossConfig, SequentialRecommender, sample_negatives
+from training.sampled import evaluate_sampled, sample_candidates
 from training.text_embeddings import embed_item_texts
 
 __all__ = [
@@ -80,6 +82,9 @@ def prepare(config: ExperimentConfig, *, with_text: bool | None = None) -> Prepa
     ds = load_dataset(data.source)
     if data.min_user_interactions or data.min_item_interactions:
         ds = kcore_filter(ds, data.min_user_interactions, data.min_item_interactions)
+    if data.max_sequence_length:
+        ds = truncate_sequences(ds, data.max_sequence_length)
+    logger.info("dataset %s:\n%s", ds.name, format_stats(ds.stats()))
     if data.protocol == "leave_one_out":
         split = leave_one_out(ds, data.max_len, train_seen=False)
     else:
@@ -166,6 +171,7 @@ def run_experiment(
     metrics = _test_metrics(config, prepared, model, device)
     metrics.update(loop.summary())
     _write_json(run_dir / "metrics.json", metrics)
+    _write_json(run_dir / "history.json", loop.history)
     _plots(config, run_dir, loop.history, metrics)
     return RunResult(run_dir=run_dir, metrics=metrics, history=loop.history)
 
@@ -266,7 +272,7 @@ class _TrainLoop:
     def _epoch(self) -> float:
         t, model = self.config.train, self.model
         model.train()
-        start = time.perf_counter()
+        began = time.perf_counter()
         order = torch.randperm(len(self.targets), generator=self.generator)
         total, batches = 0.0, 0
         for start in range(0, len(order), t.batch_size):
@@ -279,7 +285,7 @@ class _TrainLoop:
             loss.backward()  # type: ignore[no-untyped-call]
             self.optimizer.step()
             total, batches = total + loss.item(), batches + 1
-        self.train_seconds += time.perf_counter() - start
+        self.train_seconds += time.perf_counter() - began
         self.sequences += len(order)
         return total / max(batches, 1)
 
@@ -400,14 +406,14 @@ def _test_metrics(
         user = model.user_vectors(torch.from_numpy(histories).to(device))  # (B, d)
         return torch.einsum("bd,bcd->bc", user, table[torch.from_numpy(cands).to(device)]).cpu()
 
-    candidates = ev.sample_candidates(
+    candidates = sample_candidates(
         split.test, split.num_items, cfg.sampled_negatives, seed=config.data.split_seed
     )
-    sampled = ev.evaluate_sampled(
+    sampled = evaluate_sampled(
         candidate_scores, split.test, candidates, cfg.batch_size, ks=(10, 20)
     )
     popularity = prepared.dataset.item_user_counts()
-    masks = ev.group_masks(
+    masks = group_masks(
         split.test,
         popularity,
         None,
@@ -415,8 +421,8 @@ def _test_metrics(
         cfg.tail_user_threshold,
         head_share=cfg.head_share,
     )
-    groups = ev.metrics_by_group(primary.ranks, masks)
-    groups_sampled = ev.metrics_by_group(sampled.ranks, masks, ks=(10,))
+    groups = metrics_by_group(primary.ranks, masks)
+    groups_sampled = metrics_by_group(sampled.ranks, masks, ks=(10,))
     return {
         "protocol": config.data.protocol,
         "mask_history": cfg.mask_history,

@@ -1,9 +1,12 @@
-"""Tests of training/evaluate.py: ranks, metrics, history masks, full/sampled protocols, groups."""
+"""Tests of training/evaluate.py: ranks, metrics, history masks, the full-ranking protocol.
+
+Also holds the case builders the sampled-protocol and group tests share (``make_examples``,
+``leave_one_out_test``).
+"""
 
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +18,9 @@ from training.data.dataset import Examples, SequenceDataset, offsets_from_length
 from training.evaluate import (
     KS,
     evaluate_full,
-    evaluate_sampled,
-    format_metrics_table,
-    group_masks,
     history_mask,
     metric_names,
-    metrics_by_group,
     metrics_from_ranks,
-    pareto_thresholds,
-    sample_candidates,
     target_ranks,
 )
 
@@ -80,11 +77,6 @@ def leave_one_out_test(path: Path) -> tuple[SequenceDataset, Examples]:
         seen_items=data.items[keep],
     )
     return data, examples
-
-
-@pytest.fixture(scope="module")
-def yelp(shared_data: Path) -> tuple[SequenceDataset, Examples]:
-    return leave_one_out_test(shared_data / "yelp" / "sequential_data.txt")
 
 
 # ---- metrics -------------------------------------------------------------------------------------
@@ -206,138 +198,3 @@ def test_evaluate_full_checks_arguments() -> None:
         evaluate_full(item_index_scores, examples, 7, mask_history="yes")  # type: ignore[call-overload]
     with pytest.raises(ValueError, match=r"score_fn returned \(2, 6\), expected \(2, 7\)"):
         evaluate_full(lambda h: torch.zeros(len(h), 6), examples, 7, mask_history=False)
-
-
-# ---- sampled protocol ----------------------------------------------------------------------------
-
-
-def test_sample_candidates_properties_on_yelp(yelp: tuple[SequenceDataset, Examples]) -> None:
-    data, examples = yelp
-    start = time.perf_counter()
-    candidates = sample_candidates(examples, data.num_items, 100, seed=0)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 2.0, f"sampling {len(examples)} x 100 took {elapsed:.2f}s"
-    assert candidates.shape == (len(examples), 101)
-    np.testing.assert_array_equal(candidates[:, 0], examples.targets)
-    negatives = candidates[:, 1:]
-    assert ((negatives >= 0) & (negatives < data.num_items)).all()
-    assert (negatives != examples.targets[:, None]).all()
-    ordered = np.sort(negatives, axis=1)
-    assert (np.diff(ordered, axis=1) != 0).all()
-    n_seen = np.diff(examples.seen_offsets)
-    seen_keys = np.repeat(np.arange(len(examples)), n_seen) * data.num_items + examples.seen_items
-    negative_keys = np.arange(len(examples))[:, None] * data.num_items + negatives
-    assert not np.isin(negative_keys, seen_keys).any()
-    np.testing.assert_array_equal(
-        candidates, sample_candidates(examples, data.num_items, 100, seed=0)
-    )
-    other = sample_candidates(examples, data.num_items, 100, seed=1)
-    assert (other[:, 1:] != negatives).mean() > 0.9
-
-
-def test_sample_candidates_can_exclude_whole_sequences() -> None:
-    data = SequenceDataset.from_user_items(
-        "toy",
-        [str(i) for i in range(12)],
-        [""] * 12,
-        ["a", "b"],
-        [np.array([0, 1, 2, 3]), np.array([4, 5])],
-    )
-    valid = make_examples([[0, 1], [4]], targets=[2, 5], num_items=12)  # user 0's test item is 3
-    for seed in range(20):
-        negatives = sample_candidates(valid, 12, 8, seed=seed, exclude_sequences=data)[:, 1:]
-        assert set(negatives[0].tolist()) == set(range(4, 12))
-        assert not {4, 5} & set(negatives[1].tolist())
-    with pytest.raises(ValueError, match=r"examples \[0\] have fewer than 9 allowed"):
-        sample_candidates(valid, 12, 9, exclude_sequences=data)
-
-
-def test_sample_candidates_are_uniform_even_when_redrawn() -> None:
-    """15 of 19 allowed items: rejection often falls short and rows are redrawn; still uniform."""
-    n = 4000
-    examples = make_examples([list(range(10))] * n, targets=[10] * n, num_items=30)
-    negatives = sample_candidates(examples, 30, 15, seed=3)[:, 1:]
-    assert not np.isin(negatives, np.arange(11)).any()
-    counts = np.bincount(negatives.ravel(), minlength=30)[11:]
-    assert counts.sum() == n * 15
-    np.testing.assert_allclose(counts / n, 15 / 19, atol=0.03)
-
-
-def test_evaluate_sampled_ranks_column_zero() -> None:
-    examples = make_examples([[1], [2], [3]], targets=[5, 0, 9], num_items=10)
-    candidates = np.array([[5, 1, 7, 8], [0, 3, 4, 6], [9, 2, 3, 4]])
-
-    def by_item(histories: IntArray, cands: IntArray) -> torch.Tensor:
-        return torch.from_numpy(cands).float()
-
-    result = evaluate_sampled(by_item, examples, candidates, batch_size=2, ks=(1, 10))
-    np.testing.assert_array_equal(result.ranks, [2, 3, 0])
-    assert result.metrics["HR@1"] == pytest.approx(1 / 3)
-    assert result.metrics["HR@10"] == 1.0
-
-
-# ---- groups and table ----------------------------------------------------------------------------
-
-
-def test_pareto_thresholds() -> None:
-    values = np.arange(1, 101)
-    threshold = pareto_thresholds(values)
-    assert threshold == 81.0
-    assert int((values >= threshold).sum()) == 20
-    assert pareto_thresholds(np.array([1, 1, 1, 5, 5, 9, 9, 9, 9, 9])) == 9.0
-    assert pareto_thresholds(np.array([3, 1, 2, 2, 2]), head_share=0.5) == 2.0
-    with pytest.raises(ValueError, match="head_share"):
-        pareto_thresholds(values, head_share=0.0)
-
-
-def test_group_masks_partition_and_follow_thresholds() -> None:
-    examples = make_examples([[1], [1, 2, 3], [], [4, 5]], targets=[0, 1, 2, 3], num_items=6)
-    popularity = np.array([10, 1, 5, 3, 2, 2])
-    masks = group_masks(examples, popularity, None, item_threshold=4, user_threshold=2)
-    np.testing.assert_array_equal(masks["tail_item"], [False, True, False, True])
-    np.testing.assert_array_equal(masks["tail_user"], [True, False, True, False])
-    for kind in ("item", "user"):
-        assert (masks[f"tail_{kind}"] ^ masks[f"head_{kind}"]).all()
-    default = group_masks(examples, popularity, np.array([1, 50, 2, 3]))
-    np.testing.assert_array_equal(default["head_user"], [False, True, False, False])
-    np.testing.assert_array_equal(default["head_item"], [True, False, True, False])  # top 2: 10, 5
-    wider = group_masks(examples, popularity, np.array([1, 50, 2, 3]), head_share=0.5)
-    np.testing.assert_array_equal(wider["head_user"], [False, True, False, True])  # top 2: 50, 3
-    np.testing.assert_array_equal(wider["head_item"], [True, False, True, True])  # top 3: 10, 5, 3
-
-
-def test_groups_on_yelp_follow_pareto(yelp: tuple[SequenceDataset, Examples]) -> None:
-    data, examples = yelp
-    masks = group_masks(examples, data.item_user_counts(), None)
-    lengths = np.diff(examples.seen_offsets)
-    assert 0.2 <= masks["head_user"].mean() < 0.3
-    assert lengths[masks["head_user"]].min() > lengths[masks["tail_user"]].max()
-    assert (masks["head_item"] ^ masks["tail_item"]).all()
-
-
-def test_metrics_by_group_counts_and_empty_groups() -> None:
-    ranks = np.array([0, 4, 9, 30])
-    masks = {
-        "head_item": np.array([True, True, False, False]),
-        "tail_item": np.zeros(4, dtype=bool),
-    }
-    table = metrics_by_group(ranks, masks, ks=(5, 10))
-    assert list(table) == ["overall", "head_item", "tail_item"]
-    assert table["overall"] == {**metrics_from_ranks(ranks, (5, 10)), "count": 4.0}
-    assert table["head_item"]["HR@5"] == 1.0
-    assert table["head_item"]["count"] == 2.0
-    assert math.isnan(table["tail_item"]["NDCG@10"])
-    assert table["tail_item"]["count"] == 0.0
-    with pytest.raises(ValueError, match="'bad' mask shape"):
-        metrics_by_group(ranks, {"bad": np.ones(3, dtype=bool)})
-
-
-def test_format_metrics_table() -> None:
-    text = format_metrics_table(
-        {"overall": {"HR@10": 0.51234, "count": 1200.0}, "tail_user": {"HR@10": 0.25}}
-    )
-    lines = text.splitlines()
-    assert lines[0].split() == ["HR@10", "count"]
-    assert lines[1].split() == ["overall", "0.5123", "1200"]
-    assert lines[2].split() == ["tail_user", "0.2500", "-"]
-    assert len({len(line) for line in lines}) == 1

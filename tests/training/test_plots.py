@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.evaluate import metrics_by_group
+from training.groups import metrics_by_group
 from training.plots import plot_group_metrics, plot_validation_curve
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -32,6 +32,7 @@ def test_train_writes_a_complete_run_directory(
     result = run_experiment(config, tmp_path, prepared=prepared)
     for name in [
         "config.json",
+        "history.json",
         "model.safetensors",
         "last.safetensors",
         "state.json",

@@ -1,0 +1,100 @@
+"""The AlphaFuse/DreamRec format: the pandas pickles ``train/val/test_data.df`` + ``data_statis.df``.
+
+Owns ``read_dreamrec_df`` and the per-file parser that turns padded ``seq``/``len_seq``/``next``
+rows into user sequences (left or right padding detected per file). Unpickling runs code stored in
+the file: this format is read only when named explicitly (see ``read_dreamrec_df``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from training.data.dataset import SequenceDataset
+from training.data.readers.tables import _finish, _require_columns
+
+logger = logging.getLogger(__name__)
+
+DREAMREC_PARTS = (("train", "train_data.df"), ("valid", "val_data.df"), ("test", "test_data.df"))
+
+
+def _dreamrec_part(
+    path: Path, seq_size: int, item_num: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """One ``.df`` file -> (lengths (n,), items (lengths.sum(),)): real items of seq, then next."""
+    frame = pd.read_pickle(path)
+    _require_columns(frame, path, ["seq", "len_seq", "next"])
+    lengths = frame["seq"].map(len).to_numpy()
+    if np.any(lengths != seq_size):
+        row = int(np.flatnonzero(lengths != seq_size)[0])
+        raise ValueError(
+            f"{path} row {row}: field seq: length {lengths[row]} != seq_size {seq_size}"
+        )
+    seqs = np.array(frame["seq"].tolist(), dtype=np.int64).reshape(len(frame), seq_size)
+    lens = frame["len_seq"].to_numpy(dtype=np.int64)
+    nexts = frame["next"].to_numpy(dtype=np.int64)
+    for label, bad in (
+        ("len_seq", (lens < 0) | (lens > seq_size)),
+        ("next", (nexts < 0) | (nexts >= item_num)),
+        ("seq", ((seqs < 0) | (seqs > item_num)).any(axis=1)),
+    ):
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            value = frame[label].iloc[row]
+            raise ValueError(
+                f"{path} row {row}: field {label}: bad value {value} (item_num {item_num})"
+            )
+    column = np.arange(seq_size)
+    right = column[None, :] < lens[:, None]  # (n, S) real items first, pads after
+    left = column[None, :] >= seq_size - lens[:, None]  # (n, S) pads first, real items last
+    is_real = seqs != item_num
+    real = right if np.array_equal(is_real, right) else left
+    if not np.array_equal(is_real, real):
+        row = int(np.flatnonzero((is_real != right).any(axis=1) & (is_real != left).any(axis=1))[0])
+        raise ValueError(
+            f"{path} row {row}: field seq: pad id {item_num} is neither left nor right padding "
+            f"with len_seq={lens[row]}: {seqs[row].tolist()}"
+        )
+    with_next = np.concatenate([seqs, nexts[:, None]], axis=1)  # (n, S+1)
+    keep = np.concatenate([real, np.ones((len(frame), 1), dtype=bool)], axis=1)
+    return lens + 1, with_next[keep]
+
+
+def read_dreamrec_df(path: Path, name: str | None = None) -> SequenceDataset:
+    """Read the AlphaFuse/DreamRec pickles (``train/val/test_data.df``, ``data_statis.df``).
+
+    Security: these are pandas pickles, and unpickling runs code stored in the file. They are read
+    only when the user names this format and folder explicitly (never auto-detected); point it only
+    at files you made or trust.
+
+    Each row (``seq`` padded to ``seq_size`` with id ``item_num``, ``len_seq``, ``next``) becomes
+    one user whose sequence is the real items of ``seq`` followed by ``next``; left or right
+    padding is detected per file from where the pad id sits. User ids are ``"<part>:<row>"`` with
+    part train, valid or test. Items are ``0..item_num-1`` (external id ``str(k)``) with empty
+    text: pass the item embeddings as a ``.npy`` file.
+    """
+    parts = [("statis", "data_statis.df"), *DREAMREC_PARTS]
+    missing = [file for _, file in parts if not (path / file).is_file()]
+    if missing:
+        found = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+        raise ValueError(f"{path}: missing {missing}; files found: {found}")
+    statis = pd.read_pickle(path / "data_statis.df")
+    _require_columns(statis, path / "data_statis.df", ["seq_size", "item_num"])
+    seq_size, item_num = int(statis["seq_size"].iloc[0]), int(statis["item_num"].iloc[0])
+    user_ids: list[str] = []
+    lengths: list[NDArray[np.int64]] = []
+    items: list[NDArray[np.int64]] = []
+    for part, file in DREAMREC_PARTS:
+        part_lengths, part_items = _dreamrec_part(path / file, seq_size, item_num)
+        user_ids += [f"{part}:{row}" for row in range(len(part_lengths))]
+        lengths.append(part_lengths)
+        items.append(part_items)
+    user_idx = np.repeat(np.arange(len(user_ids), dtype=np.int64), np.concatenate(lengths))
+    item_ids = [str(k) for k in range(item_num)]
+    return _finish(
+        name or path.name, item_ids, [""] * item_num, user_ids, user_idx, np.concatenate(items)
+    )
