@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/quality.py                       # all datasets, 3 seeds
     .venv/bin/python benchmarks/quality.py --datasets ml-100k --seeds 0
+    .venv/bin/python benchmarks/quality.py --report              # the table of the committed results
 
 Each finished run is appended to benchmarks/results/quality.json at once (one JSON object per run), and runs
 already in the file are skipped, so an interrupted benchmark continues where it stopped. The table at the end
@@ -36,6 +37,9 @@ def main() -> None:
         level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     results = _load(args.out)
+    if args.report:
+        print(format_table(results))
+        return
     done = {(r["dataset"], r["protocol"], r["model"], r["embedding"], r["seed"]) for r in results}
     for dataset in args.datasets:
         base = load_config(CONFIGS / f"{dataset}.toml", args.overrides)
@@ -52,7 +56,7 @@ def main() -> None:
                 prepared = prepared or prepare(config, with_text=True)
                 with tempfile.TemporaryDirectory() as tmp:
                     m = run_experiment(config, Path(tmp), prepared=prepared).metrics
-                results.append(_record(key, m))
+                results.append({**_record(key, m), "overrides": args.overrides})
                 _save(args.out, results)
     print(format_table(results))
 
@@ -124,6 +128,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--report", action="store_true", help="only print the table of the results file")
     return p.parse_args()
 
 

@@ -105,3 +105,35 @@ def test_cli_train_and_errors(
         main(["data", str(CONFIG), "--set", f'data.source.path="{shared_data / "ml-100k"}"']) == 0
     )
     assert "943" in capsys.readouterr().out
+
+
+def test_cold_start_user_protocol_trains_and_reports_unmasked_metrics(
+    shared_data: Path, prepared, tmp_path: Path
+) -> None:
+    config = _config(
+        shared_data,
+        'data.protocol="cold_start_users"',
+        "data.max_len=10",
+        "eval.mask_history=false",
+        "train.max_epochs=1",
+        'train.select_metric="NDCG@20"',
+    )
+    result = run_experiment(config, tmp_path, prepared=prepare(config, with_text=True))
+    assert result.metrics["protocol"] == "cold_start_users"
+    assert result.metrics["test"] == result.metrics["test_unmasked"]
+    assert set(result.metrics["test"]) >= {"HR@5", "NDCG@5", "HR@50", "NDCG@50"}
+
+
+def test_quickstart_prints_a_table(
+    shared_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("RECSYS_ML100K_DIR", str(shared_data / "ml-100k"))
+    args = ["quickstart", "--run-dir", str(tmp_path), "--epochs", "1", "--modes", "id", "alphafuse"]
+    assert main([*args, "--set", "data.max_len=10"]) == 0
+    out = capsys.readouterr().out
+    assert "alphafuse" in out
+    assert "NDCG@10" in out
+    assert (tmp_path / "alphafuse" / "metrics.json").exists()
