@@ -48,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     quick.add_argument("--run-dir", type=Path, default=Path("runs/quickstart"))
     quick.add_argument("--modes", nargs="+", default=["id", "llminit", "alphafuse"])
-    quick.add_argument("--epochs", type=int, default=10, help="training epochs per mode (a short run)")
+    quick.add_argument(
+        "--epochs", type=int, default=10, help="training epochs per mode (a short run)"
+    )
     quick.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     quick.set_defaults(func=_quickstart)
 
