@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     quick.add_argument("--run-dir", type=Path, default=Path("runs/quickstart"))
     quick.add_argument("--modes", nargs="+", default=["id", "llminit", "alphafuse"])
     quick.add_argument(
-        "--epochs", type=int, default=10, help="training epochs per mode (a short run)"
+        "--epochs", type=int, default=5, help="training epochs per mode (a short run)"
     )
     quick.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     quick.set_defaults(func=_quickstart)
@@ -120,7 +120,12 @@ def _quickstart(args: argparse.Namespace) -> int:
     from training.train import prepare, run_experiment
 
     folder = ensure_ml100k()
-    overrides = [f'data.source.path="{folder}"', f"train.max_epochs={args.epochs}", *args.overrides]
+    overrides = [
+        f'data.source.path="{folder}"',
+        f"train.max_epochs={args.epochs}",
+        "data.max_len=20",  # a short run; benchmarks/quality.py uses the config's L=50
+        *args.overrides,
+    ]
     base = load_config(CONFIG_DIR / "ml-100k.toml", overrides)
     prepared = prepare(base, with_text=True)
     results = {}

@@ -13,6 +13,10 @@ Layout of one block (ALGORITHMS.md §2)::
 
 Because only the last position is read out, the last block computes its query, residual and FFN for that one
 position: the result is identical and costs a fraction of the full block.
+
+Known differences from the AlphaFuse authors' block (all small, kept on purpose until a validation comparison says
+otherwise): attention has the usual output projection (theirs has none), the FFN drops out after the ReLU as well as
+after W2, and attention scores are scaled per head (identical to theirs at one head).
 """
 
 from __future__ import annotations
