@@ -107,21 +107,23 @@ def test_recbole_malformed_timestamp(shared_data: Path, tmp_path: Path) -> None:
         load_dataset(DataSource(format="recbole", path=folder))
 
 
-def test_recbole_bad_rows_and_header(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("user_id:token\titem_id:token\n1\t2\n1\t3\t4\n", r"toy.inter.*line 3"),
+        ("user_id\titem_id:token\n1\t2\n", r"toy.inter line 1: header 'user_id'"),
+        (
+            "user_id:token\titem_id:token\n1\t2\n\t3\n",
+            r"toy.inter line 3: field user_id:token: empty value",
+        ),
+        ("", r"toy.inter: file is empty"),
+    ],
+)
+def test_recbole_bad_rows_and_header(tmp_path: Path, content: str, message: str) -> None:
     folder = tmp_path / "toy"
     folder.mkdir()
-    inter = folder / "toy.inter"
-    inter.write_text("user_id:token\titem_id:token\n1\t2\n1\t3\t4\n")
-    with pytest.raises(ValueError, match=r"toy.inter.*line 3"):
-        load_dataset(DataSource(format="recbole", path=folder))
-    inter.write_text("user_id\titem_id:token\n1\t2\n")
-    with pytest.raises(ValueError, match=r"toy.inter line 1: header 'user_id'"):
-        load_dataset(DataSource(format="recbole", path=folder))
-    inter.write_text("user_id:token\titem_id:token\n1\t2\n\t3\n")
-    with pytest.raises(ValueError, match=r"toy.inter line 3: field user_id:token: empty value"):
-        load_dataset(DataSource(format="recbole", path=folder))
-    inter.write_text("")
-    with pytest.raises(ValueError, match=r"toy.inter: file is empty"):
+    (folder / "toy.inter").write_text(content)
+    with pytest.raises(ValueError, match=message):
         load_dataset(DataSource(format="recbole", path=folder))
 
 
