@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from core.item_text import cell_text, compose_item_text
 from training.data.dataset import SequenceDataset
 
 logger = logging.getLogger(__name__)
@@ -151,14 +152,6 @@ def _keep_min_rating(
     return frame.loc[keep].reset_index(drop=True), lambda row: where(int(kept_rows[row]))
 
 
-def _cell_text(value: Any) -> str:
-    if isinstance(value, list | tuple | np.ndarray):
-        return ", ".join(text for text in map(_cell_text, value) if text)
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    return str(value).strip()
-
-
 def _choose_fields(available: list[str], text_fields: list[str] | None, path: Path) -> list[str]:
     if text_fields is None:
         known = [field for field in DEFAULT_TEXT_FIELDS if field in available]
@@ -172,14 +165,14 @@ def _choose_fields(available: list[str], text_fields: list[str] | None, path: Pa
 def _compose_texts(columns: list[list[Any]], count: int) -> list[str]:
     """Row-wise ``"; "``-join of the non-empty values of ``columns`` (each of length ``count``)."""
     rows = zip(*columns, strict=True) if columns else [()] * count
-    return ["; ".join(text for text in map(_cell_text, row) if text) for row in rows]
+    return [compose_item_text(row) for row in rows]
 
 
 def _is_text(column: pd.Series) -> bool:
     """A string column with at least one value that is not a number (prices and ids are not)."""
     if column.dtype != object and not pd.api.types.is_string_dtype(column):
         return False
-    values = column.map(_cell_text)
+    values = column.map(cell_text)
     return bool((pd.to_numeric(values, errors="coerce").isna() & (values != "")).any())
 
 
