@@ -6,6 +6,7 @@ scored once, at the end, with the best checkpoint. A run directory holds::
     config.json              resolved experiment config
     semantic_basis.npz       AlphaFuse basis (alphafuse mode), for the exporter
     item_ids.json            external id of every item row
+    popularity.npy           (N,) int64 training interaction counts, for the exporter
     model.safetensors        best model weights (by validation)
     last.safetensors, state.json   latest weights + optimiser + loop state, to resume an interrupted run
     history.json             one entry per evaluation: epoch, loss, validation metrics
@@ -161,6 +162,8 @@ def run_experiment(
     model = build_model(config, prepared, basis).to(device)
     _write_json(run_dir / "config.json", config.model_dump(mode="json"))
     _write_json(run_dir / "item_ids.json", prepared.dataset.item_ids)
+    popularity = prepared.split.train_sequences.item_interaction_counts()  # (N,) int64
+    _atomic(run_dir / "popularity.npy", lambda p: np.save(p, popularity), suffix=".npy")
     if basis is not None:
         _atomic(run_dir / "semantic_basis.npz", lambda p: save_basis(basis, p), suffix=".npz")
     loop = _TrainLoop(config, prepared.split, model, device, run_dir)

@@ -128,7 +128,9 @@ class SASRec(nn.Module):
         pos = self.positions.weight[L - T :]  # (T, d): the last item always sits at position L-1
         keep = mask.unsqueeze(-1).to(item_emb.dtype)  # (B, T, 1)
         x = self.dropout(item_emb + pos) * keep  # (B, T, d)
-        eye = torch.eye(T, dtype=torch.bool, device=mask.device)
+        # (T, T) identity; not torch.eye(dtype=bool): ONNX Runtime has no kernel for a bool EyeLike
+        steps = torch.arange(T, device=mask.device)
+        eye = steps[:, None] == steps[None, :]
         causal = torch.ones(T, T, dtype=torch.bool, device=mask.device).tril()
         # padded queries attend to themselves only, so no softmax row is empty (their output is masked anyway)
         full_mask = (causal & mask[:, None, :]) | eye  # (B, T, T)

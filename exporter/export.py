@@ -1,0 +1,261 @@
+"""A finished training run -> one immutable artifact version (DESIGN.md §5, ``core.artifact``).
+
+``export_run`` writes every file into ``<out_root>/.tmp-<version>-<random>/``: the item table and ids, popularity,
+the semantic basis (AlphaFuse), the user encoder as ONNX (checked against torch on real item rows), the FAISS
+index (recall measured on the user vectors of those histories), the text encoder (AlphaFuse only: the other
+modes cannot place a new item from its text). Then it hashes every file, writes ``manifest.json`` last, renames
+the folder to ``<out_root>/<version>`` and points ``CURRENT`` at it. Any failure removes the temporary folder, so
+``out_root`` only ever holds complete versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from core.artifact import (
+    MANIFEST_FILE,
+    SCHEMA_VERSION,
+    Dims,
+    EncoderSpec,
+    IndexSpec,
+    Manifest,
+    TextEncoderSpec,
+    sha256_file,
+    write_current,
+    write_manifest,
+)
+from exporter.index import IndexKind, build_index
+from exporter.onnx_encoder import encoder_parity, export_user_encoder
+from exporter.text_encoder import export_text_encoder
+from training.checkpoint import BASIS_FILE, CONFIG_FILE, LoadedRun, load_run
+
+__all__ = ["MAX_PARITY_DIFF", "export_run"]
+
+logger = logging.getLogger(__name__)
+
+MAX_PARITY_DIFF = 1e-5
+PARITY_HISTORIES = 256
+_VERSION = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+
+
+def export_run(
+    run_dir: Path,
+    out_root: Path,
+    *,
+    index_kind: IndexKind = "auto",
+    exact_threshold: int = 20_000,
+    version: str | None = None,
+    make_current: bool = True,
+) -> Path:
+    """Export ``run_dir`` as ``out_root/<version>`` and return that path.
+
+    Args:
+        run_dir: a finished training run (``training.train.run_experiment``).
+        out_root: the artifact root (created if needed); it also holds ``CURRENT``.
+        index_kind: ``auto`` (exact below ``exact_threshold`` items, else HNSW), ``flat``, ``hnsw`` or ``ivf``.
+        exact_threshold: catalogue size from which ``auto`` builds an approximate index.
+        version: the version name; default ``YYYYMMDDTHHMMSSZ-<first 8 hex of items.npy's sha256>``.
+        make_current: point ``out_root/CURRENT`` at the new version.
+
+    Raises:
+        ValueError: the version exists or is not a plain name, the run is incomplete, or the ONNX encoder differs
+            from torch by more than ``MAX_PARITY_DIFF``.
+    """
+    run = load_run(run_dir, device="cpu")
+    table = np.ascontiguousarray(
+        run.model.items.table().detach().numpy(), dtype=np.float32
+    )  # (N, d)
+    items_npy = _npy_bytes(table)
+    version = version or _default_version(items_npy)
+    if not _VERSION.match(version):
+        raise ValueError(
+            f"version {version!r} must be letters, digits, '.', '_' or '-', not starting with '.'"
+        )
+    final = out_root / version
+    if final.exists():
+        raise ValueError(f"{final} already exists; artifact versions are immutable")
+    created_root = not out_root.exists()
+    out_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=out_root))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the service may run as another user
+        _write_artifact(run, run_dir, tmp, table, items_npy, version, index_kind, exact_threshold)
+        if final.exists():
+            raise ValueError(f"{final} appeared during the export; artifact versions are immutable")
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created_root and not any(out_root.iterdir()):
+            out_root.rmdir()
+        raise
+    if make_current:
+        try:
+            write_current(out_root, version)
+        except BaseException:
+            shutil.rmtree(final, ignore_errors=True)
+            raise
+    logger.info("artifact %s written to %s%s", version, final, " (CURRENT)" if make_current else "")
+    return final
+
+
+def _write_artifact(
+    run: LoadedRun,
+    run_dir: Path,
+    out: Path,
+    table: NDArray[np.float32],
+    items_npy: bytes,
+    version: str,
+    index_kind: IndexKind,
+    exact_threshold: int,
+) -> Manifest:
+    config, basis = run.config, run.basis
+    mode = config.embedding.mode
+    (out / "items.npy").write_bytes(items_npy)
+    (out / "item_ids.json").write_text(json.dumps(run.item_ids) + "\n")
+    np.save(out / "popularity.npy", _popularity(run, run_dir), allow_pickle=False)
+    if basis is not None:
+        shutil.copyfile(run_dir / BASIS_FILE, out / BASIS_FILE)
+    encoder = EncoderSpec(max_len=config.data.max_len, parity_max_abs_diff=0.0)
+    export_user_encoder(run.model.encoder, out / encoder.file)
+    parity, users = _check_encoder(run, out / encoder.file, table)
+    encoder = encoder.model_copy(update={"parity_max_abs_diff": parity})
+    index, index_spec = build_index(
+        table, kind=index_kind, exact_threshold=exact_threshold, queries=users
+    )
+    faiss.write_index(index, str(out / index_spec.file))
+    text = export_text_encoder(config.text, out) if mode == "alphafuse" else None
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION,
+        version=version,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        model_kind="sasrec",
+        embedding_mode=mode,
+        dims=_dims(run, table.shape[1], text),
+        num_items=len(run.item_ids),
+        encoder=encoder,
+        index=index_spec,
+        text_encoder=text,
+        basis_file=BASIS_FILE if basis is not None else None,
+        training_config=json.loads((run_dir / CONFIG_FILE).read_text()),
+        metrics=_metrics(run_dir / "metrics.json"),
+        files=_checksums(out),
+    )
+    write_manifest(out, manifest)
+    _log_summary(manifest, index_spec)
+    return manifest
+
+
+def _check_encoder(
+    run: LoadedRun, onnx_path: Path, table: NDArray[np.float32]
+) -> tuple[float, NDArray[np.float32]]:
+    """ONNX vs torch on random histories of real item rows (full length and a shorter L); the user vectors."""
+    item_emb, mask = _histories(table, run.config.data.max_len, PARITY_HISTORIES)
+    short = max(1, (item_emb.shape[1] + 1) // 2)
+    parity = max(
+        encoder_parity(run.model.encoder, onnx_path, item_emb, mask),
+        encoder_parity(
+            run.model.encoder,
+            onnx_path,
+            np.ascontiguousarray(item_emb[:, -short:]),
+            np.ascontiguousarray(mask[:, -short:]),
+        ),
+    )
+    if not parity <= MAX_PARITY_DIFF:
+        raise ValueError(
+            f"ONNX user encoder differs from torch by {parity:.3g} > {MAX_PARITY_DIFF} on real histories"
+        )
+    with torch.no_grad():
+        users = run.model.encoder.encode(
+            torch.from_numpy(item_emb), torch.from_numpy(mask)
+        )  # (H, d)
+    return parity, users.numpy()
+
+
+def _histories(
+    table: NDArray[np.float32], max_len: int, count: int, seed: int = 0
+) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+    """(H, L, d) embedded random histories of real rows with random lengths, left-padded; (H, L) mask."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, max_len + 1, size=count)  # (H,)
+    rows = rng.integers(0, len(table), size=(count, max_len))  # (H, L)
+    mask = np.arange(max_len)[None, :] >= (max_len - lengths)[:, None]  # (H, L)
+    item_emb = table[rows] * mask[..., None]  # (H, L, d), zero at padding as the service sends it
+    return item_emb.astype(np.float32), mask
+
+
+def _popularity(run: LoadedRun, run_dir: Path) -> NDArray[np.int64]:
+    if run.popularity is not None:
+        return run.popularity
+    logger.warning(
+        "%s has no popularity.npy: the artifact's popularity fallback is all zeros", run_dir
+    )
+    return np.zeros(len(run.item_ids), dtype=np.int64)
+
+
+def _dims(run: LoadedRun, d: int, text: TextEncoderSpec | None) -> Dims:
+    basis = run.basis
+    d_n = 0 if basis is None else basis.null_dim
+    d_l = basis.input_dim if basis is not None else None
+    if text is not None and d_l is not None and text.dim != d_l:
+        raise ValueError(
+            f"text encoder {text.name} outputs d_l={text.dim}, the semantic basis expects {d_l}"
+        )
+    return Dims(d=d, d_s=d - d_n, d_n=d_n, d_l=d_l)
+
+
+def _metrics(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        logger.warning("%s missing: the manifest carries no offline metrics", path)
+        return {}
+    metrics = json.loads(path.read_text())
+    return {key: metrics[key] for key in ("test", "dataset", "best_epoch") if key in metrics}
+
+
+def _checksums(out: Path) -> dict[str, str]:
+    return {
+        path.relative_to(out).as_posix(): sha256_file(path)
+        for path in sorted(out.rglob("*"))
+        if path.is_file() and path.name != MANIFEST_FILE
+    }
+
+
+def _npy_bytes(array: NDArray[np.float32]) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _default_version(items_npy: bytes) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{hashlib.sha256(items_npy).hexdigest()[:8]}"
+
+
+def _log_summary(manifest: Manifest, index: IndexSpec) -> None:
+    logger.info(
+        "artifact %s: %d items, mode %s, d=%d (d_n=%d), index %s %s recall@10 %.4f, encoder parity %.2e, "
+        "text encoder %s",
+        manifest.version,
+        manifest.num_items,
+        manifest.embedding_mode,
+        manifest.dims.d,
+        manifest.dims.d_n,
+        index.kind,
+        index.params,
+        index.recall_at_10,
+        manifest.encoder.parity_max_abs_diff,
+        manifest.text_encoder.name if manifest.text_encoder else "none",
+    )

@@ -1,0 +1,180 @@
+"""The FAISS inner-product index over the item table, with its recall measured against exact search.
+
+``build_index`` picks exact search (``IndexFlatIP``) for catalogues below ``exact_threshold`` items and HNSW above
+(or the kind asked for: flat, hnsw, ivf), then tunes the one search-time knob, HNSW ``efSearch`` or IVF
+``nprobe``, by doubling it until recall@10 against exact search on the given queries reaches the target. The
+returned ``IndexSpec.params`` record what the service needs to search the same way after ``faiss.read_index``:
+
+- flat: ``{}`` (recall 1.0)
+- hnsw: ``{"M", "ef_construction", "ef_search"}``
+- ivf:  ``{"nlist", "nprobe"}``
+
+Recall counts ties as hits: a returned item whose exact score reaches the exact 10th score is correct, so
+duplicate item vectors (items with the same text and no ID part) do not read as misses. The exact reference runs
+on a GPU when FAISS sees one; the index returned (and written) is always a CPU index.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Literal
+
+import faiss
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from core.artifact import IndexSpec
+
+__all__ = ["IndexKind", "build_index", "recall_at_k"]
+
+logger = logging.getLogger(__name__)
+
+IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
+FloatArray = NDArray[np.float32]
+IntArray = NDArray[np.int64]
+
+K = 10
+EF_SEARCH = (64, 1024)  # first and last efSearch tried
+NPROBE_START = 8
+
+
+def build_index(
+    items: ArrayLike,
+    *,
+    kind: IndexKind = "auto",
+    exact_threshold: int = 20_000,
+    queries: ArrayLike | None = None,
+    hnsw_m: int = 32,
+    ef_construction: int = 200,
+    target_recall: float = 0.99,
+    num_queries: int = 1_000,
+    seed: int = 0,
+) -> tuple[faiss.Index, IndexSpec]:
+    """Build an inner-product index over ``items`` and measure its recall@10.
+
+    Args:
+        items: (N, d) item vectors, row i = item row i (the index's ids are the row numbers).
+        kind: ``auto`` (flat below ``exact_threshold`` items, else hnsw), ``flat``, ``hnsw`` or ``ivf``.
+        exact_threshold: the catalogue size from which ``auto`` builds HNSW.
+        queries: (Q, d) vectors to tune and measure recall on (the export passes user vectors); None draws
+            ``num_queries`` item rows at random (seeded).
+        hnsw_m: HNSW graph degree M.
+        ef_construction: HNSW build-time beam width.
+        target_recall: stop raising efSearch / nprobe once recall@10 reaches this.
+        num_queries: how many item rows to use when ``queries`` is None.
+        seed: the query draw's seed.
+
+    Returns:
+        (index, spec): a CPU index with the tuned search parameter set, and its ``IndexSpec``.
+
+    Example:
+        >>> index, spec = build_index(np.eye(4, dtype=np.float32))
+        >>> spec.kind, spec.recall_at_10
+        ('flat', 1.0)
+    """
+    x = _matrix(items, "items")  # (N, d)
+    n, d = x.shape
+    if kind not in ("auto", "flat", "hnsw", "ivf"):
+        raise ValueError(f"index kind must be auto, flat, hnsw or ivf, got {kind!r}")
+    chosen = ("flat" if n < exact_threshold else "hnsw") if kind == "auto" else kind
+    if chosen == "flat":
+        flat = faiss.IndexFlatIP(d)
+        flat.add(x)
+        return flat, IndexSpec(kind="flat", params={}, recall_at_10=1.0)
+    q = _queries(x, queries, num_queries, seed)  # (Q, d)
+    k = min(K, n)
+    exact_scores, _ = _exact_search(x, q, k)  # (Q, k)
+    kth = exact_scores[:, -1]  # (Q,)
+    if chosen == "hnsw":
+        index, params, recall = _hnsw(x, q, kth, k, hnsw_m, ef_construction, target_recall)
+    else:
+        index, params, recall = _ivf(x, q, kth, k, target_recall)
+    logger.info("%s index over %d x %d items: %s, recall@%d %.4f", chosen, n, d, params, k, recall)
+    return index, IndexSpec(kind=chosen, params=params, recall_at_10=recall)
+
+
+def recall_at_k(
+    items: FloatArray, queries: FloatArray, found: IntArray, kth_scores: FloatArray
+) -> float:
+    """Share of returned ids (Q, k) whose exact score reaches the exact k-th score of their query (ties count)."""
+    valid = found >= 0  # (Q, k), FAISS pads with -1
+    scores = np.einsum("qkd,qd->qk", items[np.where(valid, found, 0)], queries)  # (Q, k)
+    tolerance = 1e-5 * np.maximum(1.0, np.abs(kth_scores))[:, None]  # (Q, 1) float32 rounding
+    hits = valid & (scores >= kth_scores[:, None] - tolerance)
+    return float(hits.sum() / found.size)
+
+
+def _hnsw(
+    x: FloatArray,
+    q: FloatArray,
+    kth: FloatArray,
+    k: int,
+    m: int,
+    ef_construction: int,
+    target: float,
+) -> tuple[faiss.Index, dict[str, int], float]:
+    index = faiss.IndexHNSWFlat(x.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = ef_construction
+    index.add(x)
+    ef, recall = EF_SEARCH[0], 0.0
+    while True:
+        index.hnsw.efSearch = ef
+        recall = recall_at_k(x, q, index.search(q, k)[1], kth)
+        if recall >= target or ef >= EF_SEARCH[1]:
+            break
+        ef *= 2
+    if recall < target:
+        logger.warning("HNSW recall@%d %.4f < %.2f even at efSearch=%d", k, recall, target, ef)
+    return index, {"M": m, "ef_construction": ef_construction, "ef_search": ef}, recall
+
+
+def _ivf(
+    x: FloatArray, q: FloatArray, kth: FloatArray, k: int, target: float
+) -> tuple[faiss.Index, dict[str, int], float]:
+    n, d = x.shape
+    nlist = max(1, min(round(4 * math.sqrt(n)), n // 39))  # k-means wants >= 39 points per list
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.train(x)
+    index.add(x)
+    nprobe, recall = min(NPROBE_START, nlist), 0.0
+    while True:
+        index.nprobe = nprobe
+        recall = recall_at_k(x, q, index.search(q, k)[1], kth)
+        if recall >= target or nprobe >= nlist:
+            break
+        nprobe = min(2 * nprobe, nlist)
+    return index, {"nlist": nlist, "nprobe": nprobe}, recall
+
+
+def _exact_search(x: FloatArray, q: FloatArray, k: int) -> tuple[FloatArray, IntArray]:
+    """Exact top-k by inner product, on the GPU when FAISS has one."""
+    exact: faiss.Index
+    if faiss.get_num_gpus() > 0:
+        resources = faiss.StandardGpuResources()
+        exact = faiss.GpuIndexFlatIP(resources, x.shape[1])
+    else:
+        exact = faiss.IndexFlatIP(x.shape[1])
+    exact.add(x)
+    scores, found = exact.search(q, k)  # (Q, k) each
+    return scores, found
+
+
+def _queries(x: FloatArray, queries: ArrayLike | None, count: int, seed: int) -> FloatArray:
+    if queries is not None:
+        q = _matrix(queries, "queries")
+        if q.shape[1] != x.shape[1]:
+            raise ValueError(f"queries have dimension {q.shape[1]}, items {x.shape[1]}")
+        return q
+    rows = np.random.default_rng(seed).choice(len(x), size=min(count, len(x)), replace=False)
+    return np.ascontiguousarray(x[np.sort(rows)])  # (Q, d)
+
+
+def _matrix(values: ArrayLike, name: str) -> FloatArray:
+    x = np.ascontiguousarray(values, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D (rows, d) array, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} has {int((~np.isfinite(x)).sum())} non-finite values")
+    return x

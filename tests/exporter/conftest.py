@@ -1,0 +1,42 @@
+"""Exporter fixtures: one tiny real training run per embedding mode (ml-100k, one epoch, L=20), shared by the
+package's tests, and the data they were trained on (for the round-trip checks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.config import ExperimentConfig, load_config
+from training.train import Prepared, prepare, run_experiment
+
+CONFIG = Path(__file__).resolve().parents[2] / "training" / "configs" / "ml-100k.toml"
+TINY = ["data.max_len=20", "train.max_epochs=1", "train.threads=1"]
+
+
+def tiny_config(shared: Path, mode: str) -> ExperimentConfig:
+    path = f'data.source.path="{shared / "ml-100k"}"'
+    return load_config(CONFIG, [path, *TINY, f'embedding.mode="{mode}"'])
+
+
+@pytest.fixture(scope="package")
+def prepared(shared_data: Path) -> Prepared:
+    torch.set_num_threads(1)
+    return prepare(tiny_config(shared_data, "alphafuse"), with_text=True)
+
+
+@pytest.fixture(scope="package")
+def alphafuse_run(
+    shared_data: Path, prepared: Prepared, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    run_dir = tmp_path_factory.mktemp("run-alphafuse")
+    run_experiment(tiny_config(shared_data, "alphafuse"), run_dir, prepared=prepared)
+    return run_dir
+
+
+@pytest.fixture(scope="package")
+def id_run(shared_data: Path, prepared: Prepared, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("run-id")
+    run_experiment(tiny_config(shared_data, "id"), run_dir, prepared=prepared)
+    return run_dir

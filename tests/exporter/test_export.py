@@ -1,0 +1,153 @@
+"""exporter.export end to end from real tiny runs: a verified artifact, immutability, atomic failure, the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+import torch
+
+from core.artifact import ArtifactError, open_artifact, resolve_artifact
+from exporter.cli import add_export_command
+from exporter.export import export_run
+from exporter.onnx_encoder import ort_session
+from training.checkpoint import load_run
+
+
+@pytest.fixture(scope="module")
+def alphafuse_root(alphafuse_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("artifacts")
+    export_run(alphafuse_run, root)
+    return root
+
+
+def test_alphafuse_artifact_is_complete_and_verified(
+    alphafuse_root: Path, alphafuse_run: Path
+) -> None:
+    path = resolve_artifact(alphafuse_root)  # via CURRENT
+    manifest = open_artifact(path, verify=True)
+    assert path.name == manifest.version
+    assert manifest.version.endswith(manifest.files["items.npy"][:8])
+    assert (manifest.model_kind, manifest.embedding_mode, manifest.num_items) == (
+        "sasrec",
+        "alphafuse",
+        1682,
+    )
+    assert manifest.dims.model_dump() == {"d": 128, "d_s": 64, "d_n": 64, "d_l": 384}
+    assert manifest.supports_text
+    assert manifest.text_encoder is not None
+    assert manifest.text_encoder.name == "sentence-transformers/all-MiniLM-L6-v2"
+    assert manifest.encoder.max_len == 20
+    assert manifest.encoder.parity_max_abs_diff <= 1e-5
+    assert manifest.index.kind == "flat"
+    assert manifest.index.recall_at_10 == 1.0
+    assert manifest.training_config == json.loads((alphafuse_run / "config.json").read_text())
+    assert set(manifest.metrics) == {"test", "dataset", "best_epoch"}
+    assert sorted(manifest.files) == sorted(manifest.required_files())
+    assert not [p for p in alphafuse_root.iterdir() if p.name.startswith(".")], "temp dir left"
+
+    run = load_run(alphafuse_run)
+    table = np.load(path / "items.npy", allow_pickle=False)
+    np.testing.assert_array_equal(table, run.model.items.table().detach().numpy())
+    assert json.loads((path / "item_ids.json").read_text()) == run.item_ids
+    popularity = np.load(path / "popularity.npy", allow_pickle=False)
+    np.testing.assert_array_equal(popularity, np.load(alphafuse_run / "popularity.npy"))
+
+
+def test_artifact_encoder_reproduces_the_model_on_real_histories(
+    alphafuse_root: Path, alphafuse_run: Path
+) -> None:
+    path = resolve_artifact(alphafuse_root)
+    run = load_run(alphafuse_run)
+    table = np.load(path / "items.npy", allow_pickle=False)
+    rows = np.array([[0, 0, 0, 5, 17, 99], [3, 1, 4, 1, 5, 9]])  # (B, L) item rows
+    mask = np.array([[False] * 3 + [True] * 3, [True] * 6])
+    item_emb = table[rows] * mask[..., None]  # (B, L, d), as the service gathers it
+    (user,) = ort_session(path / "encoder.onnx").run(None, {"item_emb": item_emb, "mask": mask})
+    pad = run.model.num_items
+    histories = torch.from_numpy(np.where(mask, rows, pad))  # (B, L), pad = N
+    with torch.no_grad():
+        expected = run.model.user_vectors(histories).numpy()  # (B, d)
+    np.testing.assert_allclose(user, expected, atol=1e-5)
+
+
+def test_id_artifact_has_no_text_path_and_missing_popularity_is_zeros(
+    id_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_dir = tmp_path / "old-run"
+    shutil.copytree(id_run, run_dir, ignore=shutil.ignore_patterns("popularity.npy", "plots"))
+    root = tmp_path / "artifacts"
+    with caplog.at_level(logging.WARNING):
+        path = export_run(run_dir, root, index_kind="hnsw", version="id-v1", make_current=False)
+    assert "popularity fallback is all zeros" in caplog.text
+    manifest = open_artifact(path)
+    assert manifest.text_encoder is None
+    assert manifest.basis_file is None
+    assert not manifest.supports_text
+    assert not (path / "text_encoder").exists()
+    assert manifest.dims.model_dump() == {"d": 128, "d_s": 128, "d_n": 0, "d_l": None}
+    assert manifest.index.kind == "hnsw"
+    assert manifest.index.recall_at_10 >= 0.99
+    assert set(manifest.index.params) == {"M", "ef_construction", "ef_search"}
+    assert not (root / "CURRENT").exists()
+    assert not np.load(path / "popularity.npy").any()
+    with pytest.raises(ValueError, match="already exists"):
+        export_run(run_dir, root, version="id-v1")
+    assert sorted(p.name for p in root.iterdir()) == ["id-v1"]
+
+
+def test_tampered_file_is_refused(alphafuse_root: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(resolve_artifact(alphafuse_root), copy)
+    open_artifact(copy)  # intact copy verifies
+    data = bytearray((copy / "items.npy").read_bytes())
+    data[-1] ^= 0x01
+    (copy / "items.npy").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"items\.npy"):
+        open_artifact(copy)
+
+
+@pytest.mark.parametrize("fresh_root", [True, False])
+def test_failure_mid_export_leaves_nothing_behind(
+    id_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_root: bool
+) -> None:
+    root = tmp_path / "artifacts"
+    if not fresh_root:
+        root.mkdir()
+        (root / "CURRENT").write_text("older\n")
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk full while writing the index")
+
+    monkeypatch.setattr(faiss, "write_index", broken)  # exporter.export calls faiss.write_index
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_run(id_run, root, version="v1")
+    if fresh_root:
+        assert not root.exists()
+    else:
+        assert [p.name for p in root.iterdir()] == ["CURRENT"]
+        assert (root / "CURRENT").read_text() == "older\n"
+
+
+def test_cli_exports_and_prints_a_summary(
+    id_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_export_command(parser.add_subparsers(required=True))
+    root = tmp_path / "out"
+    args = parser.parse_args(
+        ["export", str(id_run), "--out", str(root), "--index", "flat", "--version", "cli-v1"]
+    )
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert f"artifact: {root / 'cli-v1'}" in out
+    assert "1682" in out
+    assert "recall@10 1.0000" in out
+    assert "parity" in out
+    assert (root / "CURRENT").read_text().strip() == "cli-v1"
