@@ -1,6 +1,8 @@
-"""The ``recsys`` command: one entry point, subcommands ``quickstart``, ``data``, ``train``, ``evaluate``.
+"""The training side of the ``recsys`` command: ``data``, ``train``, ``evaluate``, and quickstart training.
 
-recsys quickstart                      # ml-100k: fetch, train id / llminit / alphafuse, print a table
+The entry point itself is ``exporter.cli.main`` (it adds ``export``, ``serve`` and the end-to-end ``quickstart``);
+this module registers the subcommands that need only the training packages.
+
 recsys data  training/configs/amazon14-beauty.toml
 recsys train training/configs/amazon14-beauty.toml --set embedding.mode="id" --run-dir runs/beauty-id
 recsys evaluate runs/beauty-id
@@ -11,49 +13,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
-from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from training.config import ExperimentConfig, load_config
 
+if TYPE_CHECKING:
+    from training.train import Prepared
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-logger = logging.getLogger("recsys")
+logger = logging.getLogger(__name__)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    try:
-        return int(args.func(args))
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="recsys", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(required=True, metavar="COMMAND")
-
-    quick = sub.add_parser(
-        "quickstart", help="train and evaluate on ml-100k (downloads it if needed)"
-    )
-    quick.add_argument("--run-dir", type=Path, default=Path("runs/quickstart"))
-    quick.add_argument("--modes", nargs="+", default=["id", "llminit", "alphafuse"])
-    quick.add_argument(
-        "--epochs", type=int, default=5, help="training epochs per mode (a short run)"
-    )
-    quick.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    quick.set_defaults(func=_quickstart)
-
+def add_training_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``data``, ``train`` and ``evaluate`` on the ``recsys`` parser."""
     data = sub.add_parser("data", help="load a dataset, print its statistics and split sizes")
     data.add_argument("config", type=Path)
     data.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -78,7 +51,6 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="re-evaluate a finished run on its test cases")
     evaluate.add_argument("run_dir", type=Path)
     evaluate.set_defaults(func=_evaluate)
-    return parser
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -115,26 +87,29 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quickstart(args: argparse.Namespace) -> int:
+def train_quickstart(
+    run_dir: Path, modes: list[str], epochs: int, overrides: list[str]
+) -> tuple[dict[str, Path], Prepared]:
+    """Fetch ml-100k, train each mode for a few epochs, print the results table; return the run dirs."""
     from training.data.quickstart import ensure_ml100k
     from training.train import prepare, run_experiment
 
     folder = ensure_ml100k()
     overrides = [
         f'data.source.path="{folder}"',
-        f"train.max_epochs={args.epochs}",
+        f"train.max_epochs={epochs}",
         "data.max_len=20",  # a short run; benchmarks/quality.py uses the config's L=50
-        *args.overrides,
+        *overrides,
     ]
     base = load_config(CONFIG_DIR / "ml-100k.toml", overrides)
     prepared = prepare(base, with_text=True)
     results = {}
-    for mode in args.modes:
+    for mode in modes:
         config = load_config(CONFIG_DIR / "ml-100k.toml", [*overrides, f'embedding.mode="{mode}"'])
-        results[mode] = run_experiment(config, args.run_dir / mode, prepared=prepared).metrics
+        results[mode] = run_experiment(config, run_dir / mode, prepared=prepared).metrics
     _print_summary(results)
-    print(f"run directories: {args.run_dir}/<mode>")
-    return 0
+    print(f"run directories: {run_dir}/<mode>")
+    return {mode: run_dir / mode for mode in modes}, prepared
 
 
 def _run_name(config: ExperimentConfig) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.cli import main
+from exporter.cli import main
 from training.config import load_config
 from training.train import evaluate_run, prepare, run_experiment
 
@@ -122,18 +122,3 @@ def test_cold_start_user_protocol_trains_and_reports_unmasked_metrics(
     assert result.metrics["protocol"] == "cold_start_users"
     assert result.metrics["test"] == result.metrics["test_unmasked"]
     assert set(result.metrics["test"]) >= {"HR@5", "NDCG@5", "HR@50", "NDCG@50"}
-
-
-def test_quickstart_prints_a_table(
-    shared_data: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    monkeypatch.setenv("RECSYS_ML100K_DIR", str(shared_data / "ml-100k"))
-    args = ["quickstart", "--run-dir", str(tmp_path), "--epochs", "1", "--modes", "id", "alphafuse"]
-    assert main([*args, "--set", "data.max_len=10"]) == 0
-    out = capsys.readouterr().out
-    assert "alphafuse" in out
-    assert "NDCG@10" in out
-    assert (tmp_path / "alphafuse" / "metrics.json").exists()

@@ -1,0 +1,106 @@
+"""The ``recsys`` command: one entry point for every role.
+
+recsys quickstart                      # ml-100k: train, export, serve, recommend (prints the answer)
+recsys data     training/configs/amazon14-beauty.toml
+recsys train    training/configs/amazon14-beauty.toml --set embedding.mode="id" --run-dir runs/beauty-id
+recsys evaluate runs/beauty-id
+recsys export   runs/beauty-id --out artifacts [--index hnsw] [--version V] [--no-current]
+recsys serve    --artifact artifacts --redis-url redis://127.0.0.1:6379/0
+
+``serve`` is dispatched before anything else is imported, so it works in the serving image, which has no torch
+and no training packages installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["add_export_command", "main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        from service.cli import main as serve_main
+
+        return serve_main(argv[1:])
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs each CPU variant it tries
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    from exporter.quickstart import add_quickstart_command
+    from training.cli import add_training_commands
+
+    parser = argparse.ArgumentParser(
+        prog="recsys", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    add_quickstart_command(sub)
+    add_training_commands(sub)
+    add_export_command(sub)
+    sub.add_parser("serve", help="run the service (recsys serve --help)", add_help=False)
+    return parser
+
+
+def add_export_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``export RUN_DIR [--out] [--index] [--exact-threshold] [--version] [--no-current]``."""
+    export = subparsers.add_parser(
+        "export", help="export a trained run as a versioned serving artifact"
+    )
+    export.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    export.add_argument("--out", type=Path, default=Path("artifacts"), help="artifact root")
+    export.add_argument(
+        "--index",
+        choices=["auto", "flat", "hnsw", "ivf"],
+        default="auto",
+        help="FAISS index kind (auto: exact below --exact-threshold items, else HNSW)",
+    )
+    export.add_argument("--exact-threshold", type=int, default=20_000, metavar="N")
+    export.add_argument("--version", help="default: <UTC time>-<items.npy sha256 prefix>")
+    export.add_argument(
+        "--no-current", action="store_true", help="do not point <out>/CURRENT at the new version"
+    )
+    export.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from core.artifact import open_artifact
+    from exporter.export import export_run
+
+    path = export_run(
+        args.run_dir,
+        args.out,
+        index_kind=args.index,
+        exact_threshold=args.exact_threshold,
+        version=args.version,
+        make_current=not args.no_current,
+    )
+    m = open_artifact(path, verify=False)
+    text = m.text_encoder.name if m.text_encoder is not None else "none"
+    lines = [
+        f"artifact: {path}",
+        f"  items           {m.num_items} ({m.embedding_mode}, d={m.dims.d}, d_n={m.dims.d_n})",
+        f"  index           {m.index.kind} {m.index.params} recall@10 {m.index.recall_at_10:.4f}",
+        f"  encoder parity  {m.encoder.parity_max_abs_diff:.2e} max abs diff (max_len {m.encoder.max_len})",
+        f"  text encoder    {text}",
+        f"  current         {'yes' if not args.no_current else 'no'}",
+    ]
+    print("\n".join(lines))
+    return 0

@@ -1,0 +1,75 @@
+"""Prometheus metrics of the service: one registry per app, names fixed here (the Grafana dashboard reads them).
+
+- ``http_request_duration_seconds{route,method,status}``: every request, by route template (not raw path).
+- ``rec_stage_duration_seconds{stage}``: ``history`` (store read), ``encode`` (ONNX), ``search`` (FAISS),
+  ``text_embed`` (new-item text encoder), per request or per micro-batch as labelled.
+- ``rec_batch_size``: requests served together by one encode + search call.
+- ``rec_model_info{version,model_kind,embedding_mode}``: 1 for the version being served.
+- ``rec_index_items``, ``rec_cold_items``: items searchable now, of which added after training.
+- ``rec_reloads_total{result}``, ``rec_unknown_items_total``: reloads by outcome, unknown ids seen in requests.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["LATENCY_BUCKETS", "STAGES", "ServiceMetrics"]
+
+# fine below 10 ms, where the latency targets sit
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5,
+)  # fmt: skip
+STAGES = ("history", "encode", "search", "text_embed")
+
+
+class ServiceMetrics:
+    """All metric objects of one app, registered on their own registry (tests build many apps)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.request_seconds = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request latency by route template, method and status code",
+            ["route", "method", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            "rec_stage_duration_seconds",
+            "Time spent per stage of the request path",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "rec_batch_size",
+            "Requests served by one encode + search call (micro-batching)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "rec_model_info",
+            "The artifact version being served (value 1)",
+            ["version", "model_kind", "embedding_mode"],
+            registry=r,
+        )
+        self.index_items = Gauge("rec_index_items", "Items searchable now", registry=r)
+        self.cold_items = Gauge(
+            "rec_cold_items", "Items added after training (POST /items)", registry=r
+        )
+        self.reloads = Counter("rec_reloads", "Artifact reloads by result", ["result"], registry=r)
+        self.unknown_items = Counter(
+            "rec_unknown_items",
+            "Unknown item ids met in histories, candidates or events",
+            registry=r,
+        )
+        for stage in STAGES:
+            self.stage_seconds.labels(stage)
+        for result in ("ok", "failed"):
+            self.reloads.labels(result)
+
+    def set_model(self, version: str, model_kind: str, embedding_mode: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(version, model_kind, embedding_mode).set(1)

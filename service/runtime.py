@@ -1,0 +1,273 @@
+"""One loaded artifact version: item table, FAISS index, ONNX encoder, text path; the compute behind the routes.
+
+Every method that touches ONNX Runtime, FAISS or the item table runs on the runtime's own single worker thread
+(``self.executor``): calls never overlap, so index additions need no lock, and the event loop never blocks. The
+async routes reach it through ``Batcher`` (micro-batching of /recommend) or ``run`` (everything else).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import faiss
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from core.alphafuse import SemanticBasis, cold_start, load_basis
+from core.artifact import Manifest, open_artifact
+from service.batcher import Batcher
+from service.metrics import ServiceMetrics
+from service.text_encoder import OnnxTextEncoder
+
+__all__ = ["ModelRuntime", "Query", "TrainedItemError"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+IntArray = NDArray[np.int64]
+FloatArray = NDArray[np.float32]
+
+
+class TrainedItemError(ValueError):
+    """An item id that belongs to the trained catalogue was sent as a new item."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """One /recommend request after id lookup: history rows (oldest first), k, rows never to return."""
+
+    rows: IntArray
+    k: int
+    exclude: frozenset[int] = field(default_factory=frozenset)
+
+
+class ModelRuntime:
+    """A verified artifact, loaded and ready to serve. Construct with ``ModelRuntime.load`` (blocking I/O)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        manifest: Manifest,
+        threads: int,
+        metrics: ServiceMetrics,
+        max_batch: int = 64,
+    ) -> None:
+        self.directory, self.manifest, self.metrics = directory, manifest, metrics
+        self.version = manifest.version
+        self.max_len = manifest.encoder.max_len
+        self.item_ids: list[str] = json.loads((directory / manifest.item_ids_file).read_text())
+        self.num_trained = len(self.item_ids)
+        if self.num_trained != manifest.num_items:
+            raise ValueError(
+                f"{directory}: {self.num_trained} item ids, manifest says {manifest.num_items}"
+            )
+        self.row_of: dict[str, int] = {item: row for row, item in enumerate(self.item_ids)}
+        table = np.load(directory / manifest.items_file, allow_pickle=False)
+        if table.shape != (self.num_trained, manifest.dims.d) or table.dtype != np.float32:
+            raise ValueError(
+                f"{directory}: items table {table.shape} {table.dtype}, expected float32"
+            )
+        self._table: FloatArray = table
+        self.size = self.num_trained
+        popularity = np.load(directory / manifest.popularity_file, allow_pickle=False)
+        self._popularity = popularity.astype(np.float64)  # (N,) training interaction counts
+        self.popular_rows: IntArray = np.argsort(-popularity, kind="stable").astype(np.int64)
+        self.cold_texts: dict[str, str] = {}  # item_id -> text, items added after training
+        self.dead_rows: set[int] = (
+            set()
+        )  # rows of cold items replaced by a newer version of themselves
+        self.cold_cursor = "0"
+        self.basis: SemanticBasis | None = None
+        self.text_encoder: OnnxTextEncoder | None = None
+        self.encoder_key = ""
+        if manifest.supports_text:
+            assert manifest.text_encoder is not None
+            assert manifest.basis_file is not None
+            te = manifest.text_encoder
+            self.basis = load_basis(directory / manifest.basis_file)
+            self.text_encoder = OnnxTextEncoder(directory, te, threads=threads)
+            self.encoder_key = manifest.files[f"{te.directory}/{te.onnx_file}"][:16]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(directory / manifest.encoder.file), options, providers=["CPUExecutionProvider"]
+        )
+        faiss.omp_set_num_threads(threads)
+        self.index = faiss.read_index(str(directory / manifest.index.file))
+        if self.index.ntotal != self.num_trained:
+            raise ValueError(
+                f"{directory}: index holds {self.index.ntotal} items, expected {self.num_trained}"
+            )
+        for name, value in manifest.index.params.items():
+            if name in ("efSearch", "ef_search", "nprobe"):
+                key = "efSearch" if name == "ef_search" else name
+                faiss.ParameterSpace().set_index_parameter(self.index, key, value)
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{self.version}")
+        self.batcher: Batcher[Query, tuple[IntArray, FloatArray]] = Batcher(
+            lambda queries: self.run(self.recommend, queries), max_batch
+        )
+
+    @classmethod
+    def load(
+        cls, path: Path, threads: int, metrics: ServiceMetrics, max_batch: int = 64
+    ) -> ModelRuntime:
+        """Verify the artifact's manifest and checksums, then load it (blocking I/O)."""
+        manifest = open_artifact(path, verify=True)
+        return cls(path, manifest, threads, metrics, max_batch)
+
+    @property
+    def live_items(self) -> int:
+        """Items that can be recommended: trained + added, minus replaced rows."""
+        return self.size - len(self.dead_rows)
+
+    def publish_gauges(self) -> None:
+        self.metrics.index_items.set(self.live_items)
+        self.metrics.cold_items.set(len(self.cold_texts))
+
+    def popularity_of(self, rows: IntArray) -> FloatArray:
+        """Training interaction counts of rows (0 for items added after training; rows < 0 read as 0)."""
+        known = (rows >= 0) & (rows < self.num_trained)
+        out = np.zeros(len(rows), dtype=np.float32)
+        out[known] = self._popularity[rows[known]]
+        return out
+
+    def warm_up(self) -> None:
+        """One encode + search, so the first real request does not pay for lazy initialisation."""
+        self.recommend([Query(self.popular_rows[:1], k=10)])
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(*args)`` on this runtime's worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def close(self) -> None:
+        """Stop accepting work; calls already queued still finish (a swapped-out runtime drains in peace)."""
+        self.executor.shutdown(wait=False)
+
+    # ---- id <-> row (event loop; plain dict reads) ----
+
+    def lookup(self, item_ids: Sequence[str]) -> tuple[IntArray, list[str]]:
+        """Known rows in order, and the ids this version does not know."""
+        rows, unknown = [], []
+        get = self.row_of.get
+        for item in item_ids:
+            row = get(item)
+            if row is None:
+                unknown.append(item)
+            else:
+                rows.append(row)
+        return np.asarray(rows, dtype=np.int64), unknown
+
+    def item_id(self, row: int) -> str:
+        return self.item_ids[row]
+
+    def vector_of(self, item_id: str) -> FloatArray:
+        """(d,) the fused vector an item is served with (a copy)."""
+        return np.array(self._table[self.row_of[item_id]], dtype=np.float32)
+
+    # ---- compute (worker thread only) ----
+
+    def encode(self, histories: Sequence[IntArray]) -> FloatArray:
+        """Left-padded gather of each history's last max_len rows -> ONNX encoder -> (B, d) user vectors."""
+        t0 = time.perf_counter()
+        hist = [h[-self.max_len :] for h in histories]
+        length = max(len(h) for h in hist)
+        if length == 0:
+            raise ValueError("encode needs at least one item per history")
+        rows = np.zeros((len(hist), length), dtype=np.int64)  # (B, L)
+        mask = np.zeros((len(hist), length), dtype=bool)  # (B, L), left padding
+        for b, h in enumerate(hist):
+            rows[b, length - len(h) :] = h
+            mask[b, length - len(h) :] = True
+        item_emb = self._table[rows] * mask[..., None]  # (B, L, d)
+        (user,) = self.session.run(None, {"item_emb": item_emb, "mask": mask})
+        self.metrics.stage_seconds.labels("encode").observe(time.perf_counter() - t0)
+        return np.asarray(user, dtype=np.float32)  # (B, d)
+
+    def recommend(self, queries: Sequence[Query]) -> list[tuple[IntArray, FloatArray]]:
+        """Top-k rows and scores per query, excluded and replaced rows filtered out."""
+        users = self.encode([q.rows for q in queries])  # (B, d)
+        self.metrics.batch_size.observe(len(queries))
+        t0 = time.perf_counter()
+        ntotal = int(self.index.ntotal)
+        want = min(ntotal, max(q.k + len(q.exclude) for q in queries) + len(self.dead_rows))
+        scores, found = self.index.search(users, want)  # (B, want) each
+        out = []
+        for b, q in enumerate(queries):
+            rows, vals = self._filter(found[b], scores[b], q)
+            while len(rows) < q.k and want < ntotal:  # rare: too much was filtered; search deeper
+                want = min(ntotal, want * 2)
+                s, f = self.index.search(users[b : b + 1], want)
+                rows, vals = self._filter(f[0], s[0], q)
+            out.append((rows, vals))
+        self.metrics.stage_seconds.labels("search").observe(time.perf_counter() - t0)
+        return out
+
+    def _filter(self, found: IntArray, scores: FloatArray, q: Query) -> tuple[IntArray, FloatArray]:
+        keep = [
+            i
+            for i, row in enumerate(found.tolist())
+            if row >= 0 and row not in q.exclude and row not in self.dead_rows
+        ][: q.k]
+        return found[keep], scores[keep]
+
+    def popular(self, k: int, exclude: frozenset[int]) -> IntArray:
+        """The k most popular trained items not excluded (the answer for an empty history)."""
+        rows = [r for r in self.popular_rows[: k + len(exclude)].tolist() if r not in exclude][:k]
+        return np.asarray(rows, dtype=np.int64)
+
+    def score(
+        self, histories: Sequence[IntArray], candidates: Sequence[IntArray]
+    ) -> list[FloatArray]:
+        """Inner products of each history's user vector with its candidate rows."""
+        users = self.encode(histories)  # (B, d)
+        return [np.asarray(self._table[c] @ u) for u, c in zip(users, candidates, strict=True)]
+
+    def embed_texts(self, texts: Sequence[str]) -> FloatArray:
+        """(B,) texts -> (B, d_l) language embeddings with the artifact's ONNX text encoder."""
+        if self.text_encoder is None:
+            raise ValueError(f"artifact {self.version} has no text path")
+        t0 = time.perf_counter()
+        emb = self.text_encoder.encode(list(texts))
+        self.metrics.stage_seconds.labels("text_embed").observe(time.perf_counter() - t0)
+        return emb
+
+    def add_items(
+        self, item_ids: Sequence[str], texts: Sequence[str], text_emb: FloatArray
+    ) -> None:
+        """Add (or replace) items from their text embeddings: row-space part only, ID part exactly zero."""
+        if self.basis is None:
+            raise ValueError(f"artifact {self.version} has no text path")
+        trained = [i for i in item_ids if self.row_of.get(i, self.num_trained) < self.num_trained]
+        if trained:
+            raise TrainedItemError(f"items already in the trained catalogue: {trained[:10]}")
+        vectors = cold_start(text_emb, self.basis).astype(np.float32)  # (B, d)
+        self._grow(self.size + len(vectors))
+        first = self.size
+        self._table[first : first + len(vectors)] = vectors
+        self.index.add(vectors)
+        self.size += len(vectors)
+        for offset, (item, text) in enumerate(zip(item_ids, texts, strict=True)):
+            old = self.row_of.get(item)
+            if old is not None:
+                self.dead_rows.add(old)
+            self.item_ids.append(item)  # row first + offset
+            self.row_of[item] = first + offset
+            self.cold_texts[item] = text
+        self.publish_gauges()
+
+    def _grow(self, needed: int) -> None:
+        if needed <= len(self._table):
+            return
+        capacity = max(needed, 2 * len(self._table))
+        grown = np.zeros((capacity, self._table.shape[1]), dtype=np.float32)
+        grown[: self.size] = self._table[: self.size]
+        self._table = grown

@@ -1,0 +1,47 @@
+"""Service settings, read from environment variables prefixed ``RECSYS_`` (e.g. ``RECSYS_REDIS_URL``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment.
+
+    Attributes:
+        artifact: an artifact directory, or a root whose ``CURRENT`` file names the version to serve.
+        redis_url: e.g. ``redis://127.0.0.1:6379/0``; None keeps histories and new items in process memory.
+        key_prefix: every Redis key the service writes starts with ``<key_prefix>:``.
+        api_key: when set, write and admin routes need the header ``X-API-Key`` with this value.
+        history_length: items kept per user (None: the model's max_len).
+        threads: ONNX Runtime intra-op and FAISS threads (one process per core is the scaling model).
+        max_micro_batch: most /recommend requests encoded and searched together.
+        reload_poll_seconds: re-read ``<artifact>/CURRENT`` this often and hot-swap a new version (0: off).
+        cold_sync_seconds: how often items added through another pod are pulled from Redis (0: off).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="ignore", frozen=True)
+
+    artifact: Path | None = None
+    redis_url: str | None = None
+    key_prefix: str = Field(default="recsys", pattern=r"^[A-Za-z0-9_.:-]+$")
+    api_key: SecretStr | None = None
+    history_length: int | None = Field(default=None, gt=0, le=10_000)
+    threads: int = Field(default=1, gt=0, le=64)
+    max_micro_batch: int = Field(default=64, gt=0, le=4096)
+    max_k: int = Field(default=1000, gt=0)
+    max_history: int = Field(default=1000, gt=0)
+    max_batch: int = Field(
+        default=512, gt=0, description="requests per /score call, events per /events"
+    )
+    max_candidates: int = Field(default=10_000, gt=0, description="item ids per /score request")
+    max_items_per_request: int = Field(default=256, gt=0)
+    max_text_chars: int = Field(default=10_000, gt=0)
+    events_stream_maxlen: int = Field(default=1_000_000, gt=0)
+    reload_poll_seconds: float = Field(default=0.0, ge=0)
+    cold_sync_seconds: float = Field(default=1.0, ge=0)

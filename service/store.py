@@ -1,0 +1,201 @@
+"""Where the service keeps state that outlives a request: user sequences, the event log, items added after training.
+
+Two implementations of one interface: ``RedisStore`` (``redis.asyncio`` with hiredis; every key under one prefix,
+so several services or tests share a server) and ``MemoryStore`` (one process, no persistence). Redis layout::
+
+    <p>:seq:<user_id>          list of item ids, oldest first, trimmed to the history length
+    <p>:events                 stream of {user_id, item_id, timestamp}: training data for the next model
+    <p>:items                  hash item_id -> text of items added through POST /items
+    <p>:items:emb:<encoder>    hash item_id -> float32 text embedding (bytes), per text-encoder version
+    <p>:items:log              stream of {item_id}: other pods replay it to add the same items live
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+from redis.asyncio import Redis
+
+__all__ = ["Event", "HistoryStore", "MemoryStore", "RedisStore", "StoredItem", "open_store"]
+
+
+@dataclass(frozen=True)
+class Event:
+    user_id: str
+    item_id: str
+    timestamp: float | None = None
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """An item added after training: its text, and its text embedding when cached for the current encoder."""
+
+    item_id: str
+    text: str
+    embedding: NDArray[np.float32] | None = None
+
+
+class HistoryStore(Protocol):
+    async def ping(self) -> bool: ...
+    async def read_history(self, user_id: str, n: int) -> list[str]: ...
+    async def append_events(self, events: Sequence[Event], keep: int) -> None: ...
+    async def save_items(self, items: Sequence[StoredItem], encoder: str) -> None: ...
+    async def load_items(self, encoder: str) -> tuple[list[StoredItem], str]: ...
+    async def cache_embeddings(
+        self, item_ids: Sequence[str], embeddings: NDArray[np.float32], encoder: str
+    ) -> None: ...
+    async def items_since(self, cursor: str, encoder: str) -> tuple[list[StoredItem], str]: ...
+    async def close(self) -> None: ...
+
+
+class RedisStore:
+    def __init__(self, client: Redis, prefix: str, stream_maxlen: int = 1_000_000) -> None:
+        # redis-py annotates replies as bytes | str (it depends on decode_responses); this client has bytes only
+        self.client: Any = client
+        self.prefix, self.stream_maxlen = prefix, stream_maxlen
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str, stream_maxlen: int = 1_000_000) -> RedisStore:
+        return cls(Redis.from_url(url, decode_responses=False), prefix, stream_maxlen)
+
+    def _seq(self, user_id: str) -> str:
+        return f"{self.prefix}:seq:{user_id}"
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except (OSError, ConnectionError, TimeoutError):
+            return False
+        except Exception:  # redis.exceptions.RedisError and friends: not ready, never a crash
+            return False
+
+    async def read_history(self, user_id: str, n: int) -> list[str]:
+        raw: list[bytes] = await self.client.lrange(self._seq(user_id), -n, -1)
+        return [b.decode() for b in raw]
+
+    async def append_events(self, events: Sequence[Event], keep: int) -> None:
+        by_user: dict[str, list[str]] = defaultdict(list)
+        pipe = self.client.pipeline(transaction=False)
+        for e in events:
+            by_user[e.user_id].append(e.item_id)
+            ts = time.time() if e.timestamp is None else e.timestamp
+            fields = {"user_id": e.user_id, "item_id": e.item_id, "timestamp": repr(ts)}
+            pipe.xadd(f"{self.prefix}:events", fields, maxlen=self.stream_maxlen, approximate=True)
+        for user, items in by_user.items():
+            pipe.rpush(self._seq(user), *items)
+            pipe.ltrim(self._seq(user), -keep, -1)
+        await pipe.execute()
+
+    async def save_items(self, items: Sequence[StoredItem], encoder: str) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(f"{self.prefix}:items", mapping={i.item_id: i.text for i in items})
+        embs = {i.item_id: _to_bytes(i.embedding) for i in items if i.embedding is not None}
+        if embs:
+            pipe.hset(f"{self.prefix}:items:emb:{encoder}", mapping=embs)
+        for i in items:
+            pipe.xadd(f"{self.prefix}:items:log", {"item_id": i.item_id})
+        await pipe.execute()
+
+    async def cache_embeddings(
+        self, item_ids: Sequence[str], embeddings: NDArray[np.float32], encoder: str
+    ) -> None:
+        mapping = {i: _to_bytes(e) for i, e in zip(item_ids, embeddings, strict=True)}
+        await self.client.hset(f"{self.prefix}:items:emb:{encoder}", mapping=mapping)
+
+    async def load_items(self, encoder: str) -> tuple[list[StoredItem], str]:
+        last = await self.client.xrevrange(f"{self.prefix}:items:log", count=1)
+        cursor = last[0][0].decode() if last else "0-0"
+        texts: dict[bytes, bytes] = await self.client.hgetall(f"{self.prefix}:items")
+        embs: dict[bytes, bytes] = await self.client.hgetall(f"{self.prefix}:items:emb:{encoder}")
+        items = [
+            StoredItem(k.decode(), v.decode(), _from_bytes(embs.get(k))) for k, v in texts.items()
+        ]
+        return items, cursor
+
+    async def items_since(self, cursor: str, encoder: str) -> tuple[list[StoredItem], str]:
+        entries = await self.client.xread({f"{self.prefix}:items:log": cursor}, count=10_000)
+        if not entries:
+            return [], cursor
+        records = entries[0][1]
+        cursor = records[-1][0].decode()
+        ids = list(dict.fromkeys(fields[b"item_id"] for _, fields in records))
+        texts = await self.client.hmget(f"{self.prefix}:items", ids)
+        embs = await self.client.hmget(f"{self.prefix}:items:emb:{encoder}", ids)
+        items = [
+            StoredItem(i.decode(), t.decode(), _from_bytes(e))
+            for i, t, e in zip(ids, texts, embs, strict=True)
+            if t is not None
+        ]
+        return items, cursor
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class MemoryStore:
+    """In-process store: the default without a Redis URL (one machine, nothing persisted)."""
+
+    def __init__(self) -> None:
+        self.sequences: dict[str, list[str]] = defaultdict(list)
+        self.events: list[Event] = []
+        self.texts: dict[str, str] = {}
+        self.embeddings: dict[tuple[str, str], NDArray[np.float32]] = {}
+        self.log: list[str] = []
+
+    async def ping(self) -> bool:
+        return True
+
+    async def read_history(self, user_id: str, n: int) -> list[str]:
+        return self.sequences.get(user_id, [])[-n:]
+
+    async def append_events(self, events: Sequence[Event], keep: int) -> None:
+        for e in events:
+            seq = self.sequences[e.user_id]
+            seq.append(e.item_id)
+            del seq[:-keep]
+        self.events.extend(events)
+
+    async def save_items(self, items: Sequence[StoredItem], encoder: str) -> None:
+        for i in items:
+            self.texts[i.item_id] = i.text
+            if i.embedding is not None:
+                self.embeddings[(encoder, i.item_id)] = i.embedding
+            self.log.append(i.item_id)
+
+    async def cache_embeddings(
+        self, item_ids: Sequence[str], embeddings: NDArray[np.float32], encoder: str
+    ) -> None:
+        for i, e in zip(item_ids, embeddings, strict=True):
+            self.embeddings[(encoder, i)] = e
+
+    async def load_items(self, encoder: str) -> tuple[list[StoredItem], str]:
+        items = [StoredItem(k, t, self.embeddings.get((encoder, k))) for k, t in self.texts.items()]
+        return items, str(len(self.log))
+
+    async def items_since(self, cursor: str, encoder: str) -> tuple[list[StoredItem], str]:
+        ids = list(dict.fromkeys(self.log[int(cursor) :]))
+        items = [StoredItem(i, self.texts[i], self.embeddings.get((encoder, i))) for i in ids]
+        return items, str(len(self.log))
+
+    async def close(self) -> None:
+        return None
+
+
+def open_store(redis_url: str | None, prefix: str, stream_maxlen: int) -> HistoryStore:
+    if redis_url is None:
+        return MemoryStore()
+    return RedisStore.from_url(redis_url, prefix, stream_maxlen)
+
+
+def _to_bytes(x: NDArray[np.float32]) -> bytes:
+    return np.ascontiguousarray(x, dtype="<f4").tobytes()
+
+
+def _from_bytes(raw: bytes | None) -> NDArray[np.float32] | None:
+    return None if raw is None else np.frombuffer(raw, dtype="<f4").copy()
