@@ -1,0 +1,301 @@
+"""Serving benchmark: a real model, 1e5 items, the service on one core and the load generator on the other.
+
+Steps: train (or reuse) SASRec-AlphaFuse on amazon14-sports, export it with an HNSW index, start
+``recsys serve`` pinned to core 0 against Redis, grow the catalogue to ``--items`` through ``POST /items`` (dataset
+texts reused with a suffix), load real user histories through ``POST /events``, then drive ``/recommend`` (k=10,
+history from Redis) and ``/score`` (100 candidates) from ``benchmarks/loadgen.py`` pinned to core 1: closed loop at
+several concurrencies and open loop at fixed rates. Ends with the per-stage breakdown read from ``/metrics``.
+
+    .venv/bin/python benchmarks/serve_load.py                      # ~15 min; writes benchmarks/results/serve.json
+    .venv/bin/python benchmarks/serve_load.py --run-dir runs/sports-alphafuse-s0 --duration 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import redis
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def main() -> int:
+    args = _args()
+    rng = random.Random(0)
+    run_dir = args.run_dir or _train(args)
+    from core.artifact import resolve_artifact
+    from exporter.export import export_run
+    from training.config import ExperimentConfig
+    from training.data.readers import load_dataset
+
+    config = ExperimentConfig.model_validate(json.loads((run_dir / "config.json").read_text()))
+    dataset = load_dataset(config.data.source)
+    root = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    export_run(run_dir, root, index_kind=args.index, version="bench")
+    artifact = resolve_artifact(root)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    server = _start_server(artifact, args, prefix)
+    base = f"http://127.0.0.1:{args.port}"
+    results: dict[str, Any] = {}
+    try:
+        with httpx.Client(base_url=base, timeout=300) as client:
+            results["grow"] = _grow_catalogue(client, dataset.item_texts, args.items, rng)
+            results["new_item"] = _new_item_latency(client, dataset.item_texts, rng)
+            users = _load_histories(client, dataset, args.users, rng)
+            item_ids = list(dataset.item_ids)
+            rec = [{"user_id": u, "k": 10} for u in users]
+            score = [
+                {"requests": [{"user_id": u, "item_ids": rng.sample(item_ids, 100)}]} for u in users
+            ]
+            _warm(client, rec[:200], score[:50])
+            before = client.get("/metrics").text
+            results["recommend"] = _drive(args, "/recommend", rec)
+            results["score"] = _drive(args, "/score", score, rates=args.score_rates)
+            results["stages"] = _stage_breakdown(before, client.get("/metrics").text)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        _drop_prefix(args.redis_url, prefix)
+        shutil.rmtree(root, ignore_errors=True)
+    payload = {
+        "dataset": config.name,
+        "model": manifest["model_kind"],
+        "embedding": manifest["embedding_mode"],
+        "trained_items": manifest["num_items"],
+        "index": manifest["index"],
+        "max_len": manifest["encoder"]["max_len"],
+        "dim": manifest["dims"]["d"],
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores; service on core 0, load on core 1",
+        **results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    _print_table(payload)
+    return 0
+
+
+def _args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--run-dir", type=Path, help="a trained run to serve (default: train one)")
+    p.add_argument("--config", type=Path, default=REPO / "training/configs/amazon14-sports.toml")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--index", default="hnsw", choices=["auto", "flat", "hnsw", "ivf"])
+    p.add_argument("--items", type=int, default=100_000, help="catalogue size after POST /items")
+    p.add_argument("--users", type=int, default=5_000)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per load level")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
+    p.add_argument("--rates", type=int, nargs="+", default=[500, 1000, 1500])
+    p.add_argument("--score-rates", type=int, nargs="+", default=[200, 400])
+    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    p.add_argument("--port", type=int, default=8391)
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks/results/serve.json")
+    return p.parse_args()
+
+
+def _train(args: argparse.Namespace) -> Path:
+    run_dir = REPO / "runs" / f"serve-bench-{args.config.stem}"
+    if (run_dir / "metrics.json").exists():
+        return run_dir
+    from training.config import load_config
+    from training.train import run_experiment
+
+    config = load_config(args.config, [f"train.max_epochs={args.epochs}"])
+    run_experiment(config, run_dir)
+    return run_dir
+
+
+def _start_server(artifact: Path, args: argparse.Namespace, prefix: str) -> subprocess.Popen[bytes]:
+    cmd = ["taskset", "-c", "0", sys.executable, "-m", "service.cli", "--artifact", str(artifact)]
+    cmd += ["--redis-url", args.redis_url, "--key-prefix", prefix, "--port", str(args.port)]
+    cmd += ["--log-level", "warning"]
+    env = {**os.environ, "RECSYS_MAX_ITEMS_PER_REQUEST": "512", "RECSYS_COLD_SYNC_SECONDS": "0"}
+    server = subprocess.Popen(cmd, cwd=REPO, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{args.port}/readyz").status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    server.kill()
+    raise RuntimeError("the service did not become ready in 120 s")
+
+
+def _grow_catalogue(
+    client: httpx.Client, texts: list[str], target: int, rng: random.Random
+) -> dict[str, Any]:
+    have = _index_items(client)
+    need = max(0, target - have)
+    t0 = time.perf_counter()
+    for start in range(0, need, 512):
+        batch = [
+            {"item_id": f"new-{i}", "text": f"{rng.choice(texts)} (variant {i})"}
+            for i in range(start, min(need, start + 512))
+        ]
+        r = client.post("/items", json={"items": batch})
+        r.raise_for_status()
+    seconds = time.perf_counter() - t0
+    return {
+        "added": need,
+        "seconds": round(seconds, 1),
+        "items_per_second": round(need / seconds, 1),
+    }
+
+
+def _index_items(client: httpx.Client) -> int:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("rec_index_items "):
+            return int(float(line.split()[1]))
+    raise RuntimeError("rec_index_items not in /metrics")
+
+
+def _new_item_latency(client: httpx.Client, texts: list[str], rng: random.Random) -> dict[str, Any]:
+    """POST one item, then at once score it: it must be known the moment POST /items returns."""
+    add_ms, visible = [], 0
+    for i in range(200):
+        item = f"fresh-{i}"
+        t0 = time.perf_counter()
+        client.post("/items", json={"items": [{"item_id": item, "text": rng.choice(texts)}]})
+        add_ms.append((time.perf_counter() - t0) * 1e3)
+        r = client.post("/score", json={"requests": [{"history": [item], "item_ids": [item]}]})
+        visible += r.json()["results"][0]["unknown_items"] == []
+    ms = np.asarray(add_ms)
+    return {
+        "post_items_p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "post_items_p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "visible_right_after_return": f"{visible}/200",
+    }
+
+
+def _load_histories(
+    client: httpx.Client, dataset: Any, n_users: int, rng: random.Random
+) -> list[str]:
+    users = rng.sample(range(dataset.num_users), min(n_users, dataset.num_users))
+    events: list[dict[str, str]] = []
+    for u in users:
+        seq = dataset.items[dataset.offsets[u] : dataset.offsets[u + 1]]
+        events += [{"user_id": dataset.user_ids[u], "item_id": dataset.item_ids[i]} for i in seq]
+    for start in range(0, len(events), 512):
+        client.post("/events", json={"events": events[start : start + 512]}).raise_for_status()
+    return [dataset.user_ids[u] for u in users]
+
+
+def _warm(client: httpx.Client, rec: list[dict[str, Any]], score: list[dict[str, Any]]) -> None:
+    for body in rec:
+        client.post("/recommend", json=body).raise_for_status()
+    for body in score:
+        client.post("/score", json=body).raise_for_status()
+
+
+def _drive(
+    args: argparse.Namespace,
+    path: str,
+    bodies: list[dict[str, Any]],
+    rates: list[int] | None = None,
+) -> list[dict[str, Any]]:
+    levels = [{"mode": "closed", "concurrency": c} for c in args.concurrency]
+    levels += [{"mode": "open", "rate": r, "connections": 64} for r in (rates or args.rates)]
+    out = []
+    for level in levels:
+        spec = {"host": "127.0.0.1", "port": args.port, "path": path, "duration": args.duration}
+        spec.update(level, bodies=bodies)
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(spec, f)
+        cmd = ["taskset", "-c", "1", sys.executable, str(REPO / "benchmarks/loadgen.py"), f.name]
+        result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        Path(f.name).unlink()
+        out.append({**level, **result})
+        print(path, level, result, flush=True)
+    return out
+
+
+def _histograms(text: str) -> dict[str, dict[str, float]]:
+    """stage -> {'sum', 'count', and cumulative bucket counts by le} from a Prometheus text scrape."""
+    out: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        if not line.startswith("rec_stage_duration_seconds") or "_created" in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        labels = dict(kv.split("=") for kv in name[name.index("{") + 1 : -1].split(","))
+        stage = labels["stage"].strip('"')
+        key = "sum" if "_sum" in name else "count" if "_count" in name else labels["le"].strip('"')
+        out.setdefault(stage, {})[key] = float(value)
+    return out
+
+
+def _stage_breakdown(before: str, after: str) -> dict[str, dict[str, float]]:
+    a, b = _histograms(before), _histograms(after)
+    table = {}
+    for stage, h in b.items():
+        count = h["count"] - a.get(stage, {}).get("count", 0.0)
+        if count <= 0:
+            continue
+        total = h["sum"] - a.get(stage, {}).get("sum", 0.0)
+        buckets = sorted(
+            (float(k), v - a.get(stage, {}).get(k, 0.0))
+            for k, v in h.items()
+            if k not in ("sum", "count")
+        )
+        p99 = next((le for le, c in buckets if c >= 0.99 * count), float("inf"))
+        table[stage] = {
+            "count": int(count),
+            "mean_ms": round(total / count * 1e3, 3),
+            "p99_le_ms": p99 * 1e3,
+        }
+    return table
+
+
+def _drop_prefix(url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(f"{prefix}:*", count=10_000))
+    for start in range(0, len(keys), 10_000):
+        client.delete(*keys[start : start + 10_000])
+
+
+def _print_table(payload: dict[str, Any]) -> None:
+    print(
+        f"\n{payload['dataset']} {payload['embedding']}: {payload['trained_items']} trained items, index "
+        f"{payload['index']['kind']} (recall@10 {payload['index']['recall_at_10']}), grown to "
+        f"{payload['trained_items'] + payload['grow']['added']} items"
+    )
+    print(
+        f"{'route':<11}{'load':>14}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"
+    )
+    for route in ("recommend", "score"):
+        for r in payload[route]:
+            load = f"c={r['concurrency']}" if r["mode"] == "closed" else f"{r['rate']}/s open"
+            print(
+                f"/{route:<10}{load:>14}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}"
+                f"{r['p99_ms']:>9.2f}{r['errors']:>8}"
+            )
+    print("stages (mean ms, p99 bucket bound):", json.dumps(payload["stages"]))
+    print(
+        "new item:",
+        json.dumps(payload["new_item"]),
+        "| catalogue growth:",
+        json.dumps(payload["grow"]),
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
