@@ -166,6 +166,10 @@ class ModelRuntime:
                 rows.append(row)
         return np.asarray(rows, dtype=np.int64), unknown
 
+    def is_trained(self, item_id: str) -> bool:
+        """Whether the id belongs to the trained catalogue (such items cannot be replaced from text)."""
+        return self.row_of.get(item_id, self.num_trained) < self.num_trained
+
     def item_id(self, row: int) -> str:
         return self.item_ids[row]
 
@@ -246,7 +250,7 @@ class ModelRuntime:
         """Add (or replace) items from their text embeddings: row-space part only, ID part exactly zero."""
         if self.basis is None:
             raise ValueError(f"artifact {self.version} has no text path")
-        trained = [i for i in item_ids if self.row_of.get(i, self.num_trained) < self.num_trained]
+        trained = [i for i in item_ids if self.is_trained(i)]
         if trained:
             raise TrainedItemError(f"items already in the trained catalogue: {trained[:10]}")
         vectors = cold_start(text_emb, self.basis).astype(np.float32)  # (B, d)

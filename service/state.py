@@ -213,7 +213,7 @@ class ServiceState:
             if not text.strip():
                 raise RequestError(422, f"item {item_id!r}: empty text")
             _bound(f"item {item_id!r} text length", len(text), s.max_text_chars)
-        trained = [i for i in ids if rt.row_of.get(i, rt.num_trained) < rt.num_trained]
+        trained = [i for i in ids if rt.is_trained(i)]
         if trained:
             raise RequestError(409, f"already in the trained catalogue: {trained[:10]}")
         async with self._items_lock:
@@ -230,8 +230,11 @@ class ServiceState:
             return
         items, cursor = await self.store.items_since(rt.cold_cursor, rt.encoder_key)
         async with self._items_lock:
-            fresh = [i for i in items if rt.cold_texts.get(i.item_id) != i.text]
-            fresh = [i for i in fresh if rt.row_of.get(i.item_id, rt.num_trained) >= rt.num_trained]
+            fresh = [
+                i
+                for i in items
+                if rt.cold_texts.get(i.item_id) != i.text and not rt.is_trained(i.item_id)
+            ]
             if fresh:
                 await self._add_stored(rt, fresh)
             rt.cold_cursor = cursor
