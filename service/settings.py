@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     max_candidates: int = Field(default=10_000, gt=0, description="item ids per /score request")
     max_items_per_request: int = Field(default=256, gt=0)
     max_text_chars: int = Field(default=10_000, gt=0)
+    max_body_bytes: int = Field(
+        default=16 * 2**20, gt=0, description="largest /recommend or /score body (413 above)"
+    )
     events_stream_maxlen: int = Field(default=1_000_000, gt=0)
     reload_poll_seconds: float = Field(default=0.0, ge=0)
     cold_sync_seconds: float = Field(default=1.0, ge=0)

@@ -124,6 +124,26 @@ def test_bad_requests_get_a_4xx_naming_the_problem(
     assert needle in r.text
 
 
+def test_invalid_bodies_on_the_hot_routes_keep_fastapi_error_shapes(
+    artifact: Path, settings: Settings
+) -> None:
+    small = settings.model_copy(update={"max_body_bytes": 2_000})
+    with TestClient(create_app(small)) as client:
+        bad_json = client.post(
+            "/recommend", content=b'{"history": [', headers={"content-type": "application/json"}
+        )
+        assert bad_json.status_code == 422
+        assert bad_json.json()["detail"][0]["type"] == "json_invalid"
+        wrong_type = client.post("/score", json={"requests": [{"history": ["1"], "item_ids": 5}]})
+        assert wrong_type.status_code == 422
+        assert wrong_type.json()["detail"][0]["loc"][:3] == ["body", "requests", 0]
+        huge = client.post("/recommend", json={"history": _items(artifact)[:10] * 100})
+        assert huge.status_code == 413
+        assert "2000 bytes" in huge.json()["detail"]
+        assert client.get("/recommend").status_code == 405  # other methods still reach FastAPI
+        assert "/recommend" in client.get("/openapi.json").json()["paths"]
+
+
 def test_new_item_from_text_is_searchable_with_id_part_zero(
     artifact: Path, settings: Settings
 ) -> None:
