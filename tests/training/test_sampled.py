@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +20,7 @@ def yelp(shared_data: Path) -> tuple[SequenceDataset, Examples]:
 
 def test_sample_candidates_properties_on_yelp(yelp: tuple[SequenceDataset, Examples]) -> None:
     data, examples = yelp
-    start = time.perf_counter()
     candidates = sample_candidates(examples, data.num_items, 100, seed=0)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 2.0, f"sampling {len(examples)} x 100 took {elapsed:.2f}s"
     assert candidates.shape == (len(examples), 101)
     np.testing.assert_array_equal(candidates[:, 0], examples.targets)
     negatives = candidates[:, 1:]
