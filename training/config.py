@@ -75,6 +75,11 @@ class LLMESRSettings(_Section):
     prompt_chars: int = Field(
         1000, ge=1, description="user prompts keep the last chars of the history (fits 256 tokens)"
     )
+    user_text: Literal["prompt", "mean_items"] = Field(
+        "prompt",
+        description="user vector for retrieval: the encoded prompt of training-item texts (original),"
+        " or the mean of those items' language embeddings (no encoder pass; ~1000x cheaper on CPU)",
+    )
 
 
 class ModelConfig(_Section):

@@ -2,6 +2,8 @@
 
 - :func:`user_prompts`: one text per user from the texts of the items in the user's TRAINING sequence
   (validation/test items never enter), keeping the most recent ``max_chars`` characters.
+- :func:`mean_item_embeddings`: the cheap alternative user vector (``model.llmesr.user_text =
+  "mean_items"``): the mean language embedding of those items, no encoder pass.
 - :func:`similar_users`: top-k users by cosine similarity of their prompt embeddings, by exact FAISS
   inner-product search over L2-normalised vectors (memory O(U * d), never a U x U matrix); the user itself
   is excluded by index, not by dropping the first column (identical prompts would keep it otherwise).
@@ -24,7 +26,13 @@ from training.models.llmesr import LLMESR, LLMESRConfig, build_llmesr
 from training.recommender import LossConfig
 from training.text_embeddings import embed_item_texts
 
-__all__ = ["build_llmesr_model", "last_training_examples", "similar_users", "user_prompts"]
+__all__ = [
+    "build_llmesr_model",
+    "last_training_examples",
+    "mean_item_embeddings",
+    "similar_users",
+    "user_prompts",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +50,19 @@ def user_prompts(sequences: SequenceDataset, max_chars: int = 1000) -> list[str]
             "Please conclude the user's preference."
         )
     return prompts
+
+
+def mean_item_embeddings(
+    sequences: SequenceDataset, text_embeddings: NDArray[np.floating]
+) -> NDArray[np.float32]:
+    """(U, d_l) mean language embedding of each user's items (zeros for a user without items)."""
+    lengths = sequences.lengths()  # (U,)
+    sums = np.zeros((sequences.num_users, text_embeddings.shape[1]), dtype=np.float64)
+    np.add.at(
+        sums, np.repeat(np.arange(sequences.num_users), lengths), text_embeddings[sequences.items]
+    )
+    means: NDArray[np.float32] = (sums / np.maximum(lengths, 1)[:, None]).astype(np.float32)
+    return means
 
 
 def similar_users(user_embeddings: NDArray[np.floating], k: int) -> IntArray:
@@ -108,8 +129,11 @@ def build_llmesr_model(
     )
     if split is not None and m.llmesr.alpha > 0:
         sequences = split.train_sequences
-        prompts = user_prompts(sequences, m.llmesr.prompt_chars)
-        user_emb = embed_item_texts(prompts, config.text)  # (U, d_l), cached by content
+        if m.llmesr.user_text == "prompt":
+            prompts = user_prompts(sequences, m.llmesr.prompt_chars)
+            user_emb = embed_item_texts(prompts, config.text)  # (U, d_l), cached by content
+        else:
+            user_emb = mean_item_embeddings(sequences, text_embeddings)  # (U, d_l)
         neighbours = similar_users(user_emb, m.llmesr.similar_users)
         hist, tgt = last_training_examples(split.train, sequences.num_users, split.num_items)
         model.set_distillation(

@@ -9,7 +9,12 @@ import torch.nn.functional as F
 
 from training.data.dataset import SequenceDataset
 from training.data.splits import leave_one_out
-from training.llmesr_setup import last_training_examples, similar_users, user_prompts
+from training.llmesr_setup import (
+    last_training_examples,
+    mean_item_embeddings,
+    similar_users,
+    user_prompts,
+)
 from training.models.llmesr import (
     LLMESR,
     CrossAttention,
@@ -122,6 +127,9 @@ def test_prompts_and_last_examples_use_training_items_only() -> None:
     assert "ITE" not in prompts[0]
     assert "ITE." in prompts[1]
     assert "ITD" not in prompts[1]
+    text = np.arange(10, dtype=np.float32).reshape(5, 2)  # item i -> [2i, 2i+1]
+    means = mean_item_embeddings(split.train_sequences, text)
+    np.testing.assert_allclose(means, [[2, 3], [8, 9]])  # items 0-2, and item 4 alone
     hist, tgt = last_training_examples(split.train, 2, pad=5)
     assert hist.tolist() == [[5, 0, 1], [5, 5, 5]]
     assert tgt.tolist() == [2, -1]
