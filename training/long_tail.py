@@ -14,18 +14,20 @@ Not replicated: the original's ``metric_pop_report`` skips the first test user.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from training.config import EvalConfig
-from training.data.dataset import Examples
-from training.evaluate import EvalResult, IntArray
-from training.groups import pareto_thresholds
+from training.config import EvalConfig, ExperimentConfig
+from training.data.dataset import Examples, SequenceDataset
+from training.evaluate import EvalResult, IntArray, PairedEvalResult
+from training.groups import group_masks, metrics_by_group, pareto_thresholds
 from training.recommender import SequentialRecommender
 from training.sampled import evaluate_sampled, sample_candidates
 
-__all__ = ["LLMESR_THRESHOLDS", "SampledEvaluator", "resolve_thresholds"]
+__all__ = ["LLMESR_THRESHOLDS", "SampledEvaluator", "long_tail_metrics", "resolve_thresholds"]
 
 # (tail-item popularity threshold, tail-user length threshold) from LLM-ESR's experiments/*.bash
 LLMESR_THRESHOLDS: dict[str, tuple[float, float]] = {
@@ -97,3 +99,39 @@ class SampledEvaluator:
             return torch.einsum("bd,bcd->bc", user, items).float().cpu()  # (B, C)
 
         return evaluate_sampled(scores, self.examples, self.candidates, batch_size, ks=ks)
+
+
+def long_tail_metrics(
+    config: ExperimentConfig,
+    dataset: SequenceDataset,
+    test: Examples,
+    ranks: IntArray,
+    paired: PairedEvalResult,
+) -> dict[str, Any]:
+    """metrics.json of a long-tail run: the sampled ranks are primary, groups at resolved thresholds.
+
+    Args:
+        config: the run's config.
+        dataset: the dataset the split was made from (popularity = its distinct users per item).
+        test: the test cases.
+        ranks: (n,) sampled ranks of the test cases (1 + ``eval.sampled_negatives`` candidates).
+        paired: the full-ranking results, kept for reference.
+    """
+    popularity = dataset.item_user_counts()  # (N,) distinct users, train+valid+test
+    lengths = np.diff(test.seen_offsets)  # (n,) history length of each test case
+    t = resolve_thresholds(config.eval, config.name, popularity, lengths)
+    masks = group_masks(test, popularity, lengths, float(t["item"]), float(t["user"]))
+    groups = metrics_by_group(ranks, masks, ks=(10, 20))
+    return {
+        "protocol": config.data.protocol,
+        "eval_protocol": "long_tail",
+        "group_thresholds": t,
+        "mask_history": config.eval.mask_history,
+        "test": groups["overall"],
+        "test_sampled": groups["overall"],
+        "test_unmasked": paired.unmasked.metrics,
+        "test_masked": paired.masked.metrics,
+        "groups": groups,
+        "groups_sampled": groups,
+        "dataset": dataset.stats(),
+    }

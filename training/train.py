@@ -43,7 +43,7 @@ from training.data.splits import cold_start_users, leave_one_out
 from training.embeddings import build_item_embedding
 from training.groups import group_masks, metrics_by_group
 from training.llmesr_setup import build_llmesr_model
-from training.long_tail import SampledEvaluator, resolve_thresholds
+from training.long_tail import SampledEvaluator, long_tail_metrics
 from training.models.sasrec import SASRec, SASRecConfig
 from training.plots import plot_group_metrics, plot_validation_curve
 from training.recommender import LossConfig, SequentialRecommender, sample_negatives
@@ -119,9 +119,7 @@ def fit_basis(config: ExperimentConfig, prepared: Prepared) -> SemanticBasis:
 def build_model(
     config: ExperimentConfig, prepared: Prepared, basis: SemanticBasis | None
 ) -> SequentialRecommender:
-    if (
-        config.model.name == "llmesr"
-    ):  # LLM-ESR: own item views and encoder (training/llmesr_setup.py)
+    if config.model.name == "llmesr":  # its own item views and encoder: training/llmesr_setup.py
         split = prepared.split
         return build_llmesr_model(config, prepared.text_embeddings, split.max_len, split)
     emb, split = config.embedding, prepared.split
@@ -448,7 +446,7 @@ def _test_metrics(
     groups = metrics_by_group(primary.ranks, masks)
     groups_sampled = metrics_by_group(sampled.ranks, masks, ks=(10,))
     if cfg.protocol == "long_tail":  # the sampled ranks are primary; groups at its thresholds
-        return _long_tail_metrics(config, prepared, sampled.ranks, paired)
+        return long_tail_metrics(config, prepared.dataset, split.test, sampled.ranks, paired)
     return {
         "protocol": config.data.protocol,
         "mask_history": cfg.mask_history,
@@ -458,34 +456,6 @@ def _test_metrics(
         "test_sampled": sampled.metrics,
         "groups": groups,
         "groups_sampled": groups_sampled,
-        "dataset": prepared.dataset.stats(),
-    }
-
-
-def _long_tail_metrics(
-    config: ExperimentConfig,
-    prepared: Prepared,
-    ranks: NDArray[np.int64],
-    paired: ev.PairedEvalResult,
-) -> dict[str, Any]:
-    """Test metrics of the long-tail protocol (training/long_tail.py): sampled ranks, its groups."""
-    test = prepared.split.test
-    popularity = prepared.dataset.item_user_counts()  # (N,) distinct users, train+valid+test
-    lengths = np.diff(test.seen_offsets)  # (n,) history length of each test case
-    t = resolve_thresholds(config.eval, config.name, popularity, lengths)
-    masks = group_masks(test, popularity, lengths, float(t["item"]), float(t["user"]))
-    groups = metrics_by_group(ranks, masks, ks=(10, 20))
-    return {
-        "protocol": config.data.protocol,
-        "eval_protocol": "long_tail",
-        "group_thresholds": t,
-        "mask_history": config.eval.mask_history,
-        "test": groups["overall"],
-        "test_sampled": groups["overall"],
-        "test_unmasked": paired.unmasked.metrics,
-        "test_masked": paired.masked.metrics,
-        "groups": groups,
-        "groups_sampled": groups,
         "dataset": prepared.dataset.stats(),
     }
 

@@ -102,6 +102,7 @@ def test_tiny_long_tail_run_records_the_protocol_and_reloads(
             *LLMESR_SETTINGS,
             "data.max_sequence_length=6",
             "data.max_len=5",
+            'model.llmesr.user_text="mean_items"',  # prompts of truncated histories: not cached
             "train.max_epochs=1",
             'eval.protocol="long_tail"',
         ],
