@@ -1,8 +1,15 @@
-"""Recommendation quality: SASRec x {id, llminit, alphafuse} x seeds on the real datasets.
+"""Recommendation quality: SASRec x {id, llminit, alphafuse} and LLM-ESR x seeds on the real datasets.
 
     .venv/bin/python benchmarks/quality.py                       # all datasets, 3 seeds
     .venv/bin/python benchmarks/quality.py --datasets ml-100k --seeds 0
     .venv/bin/python benchmarks/quality.py --report              # the table of the committed results
+    .venv/bin/python benchmarks/quality.py --long-tail --models id llminit llmesr alphafuse \
+        --datasets amazon14-beauty --out benchmarks/results/quality_long_tail.json
+
+``--long-tail`` evaluates with LLM-ESR's protocol (sampled 1+100, HR/NDCG@10, four head/tail groups,
+``eval.protocol = "long_tail"``) and its table shows every group. ``llmesr`` runs LLM-ESR with the
+paper's architecture settings (LLMESR_SETTINGS); the training objective comes from the dataset config
+unless ``--set`` overrides it.
 
 Each finished run is appended to benchmarks/results/quality.json at once (one JSON object per run), and runs
 already in the file are skipped, so an interrupted benchmark continues where it stopped. The table at the end
@@ -29,6 +36,16 @@ RESULTS = REPO / "benchmarks" / "results" / "quality.json"
 DATASETS = ["ml-100k", "amazon14-beauty", "amazon14-sports", "yelp"]
 MODES = ["id", "llminit", "alphafuse"]
 KEYS = ["HR@10", "NDCG@10", "HR@20", "NDCG@20"]
+GROUPS = ["overall", "tail_item", "head_item", "tail_user", "head_user"]
+# LLM-ESR's architecture defaults (ALGORITHMS.md §4, §8): 2 blocks, dropout 0.5, its own ID init
+LLMESR_SETTINGS = [
+    'model.name="llmesr"',
+    'embedding.mode="llminit"',
+    "model.num_blocks=2",
+    "model.dropout=0.5",
+    # encoding one prompt per user costs ~4 min per 256 users on these CPUs: mean item vectors instead
+    'model.llmesr.user_text="mean_items"',
+]
 
 
 def main() -> None:
@@ -40,32 +57,41 @@ def main() -> None:
     if args.report:
         print(format_table(results))
         return
-    done = {(r["dataset"], r["protocol"], r["model"], r["embedding"], r["seed"]) for r in results}
+    done = {_key(r) for r in results}
+    overrides = [*args.overrides, *(['eval.protocol="long_tail"'] if args.long_tail else [])]
     for dataset in args.datasets:
-        base = load_config(CONFIGS / f"{dataset}.toml", args.overrides)
+        base = load_config(CONFIGS / f"{dataset}.toml", overrides)
         prepared = None
         for mode in args.modes:
+            model = "llmesr" if mode == "llmesr" else "sasrec"
+            extra = LLMESR_SETTINGS if mode == "llmesr" else [f'embedding.mode="{mode}"']
             for seed in args.seeds:
-                key = (dataset, base.data.protocol, "sasrec", mode, seed)
+                key = (dataset, base.data.protocol, base.eval.protocol, model, mode, seed)
                 if key in done:
                     continue
                 config = load_config(
-                    CONFIGS / f"{dataset}.toml",
-                    [*args.overrides, f'embedding.mode="{mode}"', f"train.seed={seed}"],
+                    CONFIGS / f"{dataset}.toml", [*overrides, *extra, f"train.seed={seed}"]
                 )
                 prepared = prepared or prepare(config, with_text=True)
                 with tempfile.TemporaryDirectory() as tmp:
                     m = run_experiment(config, Path(tmp), prepared=prepared).metrics
-                results.append({**_record(key, m), "overrides": args.overrides})
+                results.append({**_record(key, m), "overrides": [*overrides, *extra]})
                 _save(args.out, results)
     print(format_table(results))
 
 
-def _record(key: tuple[str, str, str, str, int], m: dict[str, Any]) -> dict[str, Any]:
-    dataset, protocol, model, mode, seed = key
+def _key(r: dict[str, Any]) -> tuple[str, str, str, str, str, int]:
+    eval_protocol = r.get("eval_protocol", "standard")
+    return (r["dataset"], r["protocol"], eval_protocol, r["model"], r["embedding"], r["seed"])
+
+
+def _record(key: tuple[str, str, str, str, str, int], m: dict[str, Any]) -> dict[str, Any]:
+    dataset, protocol, eval_protocol, model, mode, seed = key
     return {
         "dataset": dataset,
         "protocol": protocol,
+        "eval_protocol": eval_protocol,
+        "group_thresholds": m.get("group_thresholds"),
         "model": model,
         "embedding": mode,
         "seed": seed,
@@ -75,14 +101,45 @@ def _record(key: tuple[str, str, str, str, int], m: dict[str, Any]) -> dict[str,
         "groups": m["groups"],
         "trainable_params": m["trainable_params"],
         "train_seconds": round(m["train_seconds"], 1),
+        "seconds_per_epoch": round(m["train_seconds"] / max(m["epochs"], 1), 1),
+        "epochs": m["epochs"],
         "sequences_per_second": round(m["sequences_per_second"], 1),
         "best_epoch": m["best_epoch"],
         "valid_best": m["valid_best"],
     }
 
 
+def format_long_tail_table(results: list[dict[str, Any]]) -> str:
+    """Long-tail protocol: HR@10/NDCG@10 mean over seeds per group, params, seconds per epoch."""
+    runs_by: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        if r.get("eval_protocol") == "long_tail":
+            runs_by.setdefault((r["dataset"], r["embedding"]), []).append(r)
+    header = f"{'dataset':<16} {'model':<10} {'seeds':>5} " + " ".join(
+        f"{g + ' H/N@10':>19}" for g in GROUPS
+    )
+    header += f" {'params':>9} {'s/epoch':>8} {'epochs':>6}"
+    lines = [header, "-" * len(header)]
+    for (dataset, mode), runs in runs_by.items():
+        cells = []
+        for g in GROUPS:
+            hr = np.mean([r["groups"][g]["HR@10"] for r in runs])
+            nd = np.mean([r["groups"][g]["NDCG@10"] for r in runs])
+            cells.append(f"{hr:.4f}/{nd:.4f}")
+        spe = np.mean([r["seconds_per_epoch"] for r in runs])
+        epochs = np.mean([r["epochs"] for r in runs])
+        lines.append(
+            f"{dataset:<16} {mode:<10} {len(runs):>5} "
+            + " ".join(f"{c:>19}" for c in cells)
+            + f" {runs[0]['trainable_params']:>9} {spe:>8.0f} {epochs:>6.1f}"
+        )
+    return "\n".join(lines)
+
+
 def format_table(results: list[dict[str, Any]]) -> str:
     """Mean +- std over seeds per (dataset, embedding), plus tail-item NDCG@10."""
+    if any(r.get("eval_protocol") == "long_tail" for r in results):
+        return format_long_tail_table(results)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in results:
         groups.setdefault((r["dataset"], r["embedding"]), []).append(r)
@@ -124,7 +181,10 @@ def _args() -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--datasets", nargs="+", default=DATASETS)
-    p.add_argument("--modes", nargs="+", default=MODES)
+    p.add_argument(
+        "--modes", "--models", nargs="+", default=MODES, help="id, llminit, alphafuse, llmesr"
+    )
+    p.add_argument("--long-tail", action="store_true", help="LLM-ESR's long-tail protocol")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", type=Path, default=RESULTS)

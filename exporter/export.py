@@ -76,6 +76,10 @@ def export_run(
             from torch by more than ``MAX_PARITY_DIFF``.
     """
     run = load_run(run_dir, device="cpu")
+    if run.config.model.name != "sasrec":  # LLM-ESR is an offline baseline: no artifact contract
+        raise ValueError(
+            f"{run_dir}: model {run.config.model.name!r} cannot be exported (sasrec only)"
+        )
     table = np.ascontiguousarray(
         run.model.items.table().detach().numpy(), dtype=np.float32
     )  # (N, d)

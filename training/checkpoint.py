@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from core.alphafuse import SemanticBasis, load_basis
 from training.config import ExperimentConfig
 from training.embeddings import AlphaFuseEmbedding, IDEmbedding, ItemEmbedding
+from training.llmesr_setup import build_llmesr_model
 from training.models.sasrec import SASRec, SASRecConfig
 from training.recommender import LossConfig, SequentialRecommender
 
@@ -79,11 +80,14 @@ def load_run(run_dir: Path, device: str | torch.device = "cpu") -> LoadedRun:
     basis = (
         _read_basis(run_dir / BASIS_FILE, config) if config.embedding.mode == "alphafuse" else None
     )
-    model = _empty_model(config, len(item_ids), basis)
     weights = run_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise ValueError(f"{weights}: missing (the run never finished a validation)")
     state = load_file(weights)
+    if config.model.name == "llmesr":
+        model = _empty_llmesr(weights, config, len(item_ids), state)
+    else:
+        model = _empty_model(config, len(item_ids), basis)
     _check_shapes(weights, model, state)
     model.load_state_dict(state)
     popularity = _read_popularity(run_dir / POPULARITY_FILE, len(item_ids))
@@ -111,6 +115,17 @@ def _empty_model(
         )
     )
     return SequentialRecommender(items, encoder, LossConfig(t.loss, t.num_negatives, t.temperature))
+
+
+def _empty_llmesr(
+    path: Path, config: ExperimentConfig, num_items: int, state: dict[str, torch.Tensor]
+) -> SequentialRecommender:
+    """LLM-ESR with placeholder weights; the language width comes from the checkpoint's buffer."""
+    language = state.get("items.language")
+    if language is None or language.ndim != 2:
+        raise ValueError(f"{path}: no 2-D items.language buffer for model llmesr")
+    placeholder = np.zeros((num_items, language.shape[1]), dtype=np.float32)  # (N, d_l)
+    return build_llmesr_model(config, placeholder, config.data.max_len)
 
 
 def _check_shapes(path: Path, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:

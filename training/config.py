@@ -61,11 +61,33 @@ class EmbeddingConfig(_Section):
         return self
 
 
+class LLMESRSettings(_Section):
+    """LLM-ESR only (model.name = "llmesr"); defaults are the paper's (ALGORITHMS.md §4, §8).
+
+    The paper also uses num_blocks 2, dropout 0.5, train.loss "bce" with 1 per-example negative,
+    batch 128, lr 1e-3: set those in [model]/[train] (benchmarks/quality.py does).
+    """
+
+    cross_heads: int = Field(2, ge=1, description="heads of the cross-attention between views")
+    alpha: float = Field(0.1, ge=0.0, description="weight of the self-distillation loss")
+    similar_users: int = Field(10, ge=1, description="neighbours averaged into the teacher")
+    adapter_hidden: int | None = Field(None, ge=1, description="None = d_l // 2 (1536 -> 768)")
+    prompt_chars: int = Field(
+        1000, ge=1, description="user prompts keep the last chars of the history (fits 256 tokens)"
+    )
+    user_text: Literal["prompt", "mean_items"] = Field(
+        "prompt",
+        description="user vector for retrieval: the encoded prompt of training-item texts (original),"
+        " or the mean of those items' language embeddings (no encoder pass; ~1000x cheaper on CPU)",
+    )
+
+
 class ModelConfig(_Section):
-    name: Literal["sasrec"] = "sasrec"
+    name: Literal["sasrec", "llmesr"] = "sasrec"
     num_blocks: int = Field(1, ge=1)
     num_heads: int = Field(1, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    llmesr: LLMESRSettings = LLMESRSettings()
 
 
 class TrainConfig(_Section):
@@ -88,6 +110,13 @@ class TrainConfig(_Section):
 
 
 class EvalConfig(_Section):
+    protocol: Literal["standard", "long_tail"] = Field(
+        "standard",
+        description="long_tail: LLM-ESR's sampled 1+100 protocol for validation, test and groups",
+    )
+    group_thresholds: Literal["pareto", "llmesr"] = Field(
+        "pareto", description="head/tail thresholds: Pareto 20/80, or LLM-ESR's per-dataset values"
+    )
     mask_history: bool = Field(True, description="mask the user's past items at validation")
     sampled_negatives: int = Field(100, ge=1, description="negatives of the sampled protocol")
     head_share: float = Field(0.2, gt=0, lt=1, description="Pareto head share for groups")
@@ -104,6 +133,17 @@ class ExperimentConfig(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _llmesr_embedding(self) -> ExperimentConfig:
+        emb = self.embedding
+        if self.model.name == "llmesr" and (emb.mode != "llminit" or emb.dim % 2):
+            raise ValueError(
+                "model llmesr needs embedding.mode = 'llminit' (its ID view is PCA-initialised from "
+                f"the language embeddings) and an even embedding.dim = 2 x view dim; got "
+                f"mode={emb.mode!r}, dim={emb.dim}"
+            )
+        return self
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -80,9 +80,17 @@ class SequentialRecommender(nn.Module):
         return self.user_vectors(histories) @ self.items.table().T
 
     def loss(
-        self, histories: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None
+        self,
+        histories: torch.Tensor,
+        targets: torch.Tensor,
+        negatives: torch.Tensor | None,
+        users: torch.Tensor | None = None,  # noqa: ARG002 -- read by overrides (LLM-ESR)
     ) -> torch.Tensor:
-        """Mean training loss of a batch; ``negatives`` (B, K) is unused by ``ce``."""
+        """Mean training loss of a batch; ``negatives`` (B, K) is unused by ``ce``.
+
+        ``users`` (B,) are the examples' user rows; unused here, models with user-level terms
+        (LLM-ESR's self-distillation) override this method and read them.
+        """
         user = self.user_vectors(histories)  # (B, d)
         cfg = self.loss_config
         if cfg.name == "ce":

@@ -42,6 +42,8 @@ from training.data.readers import load_dataset
 from training.data.splits import cold_start_users, leave_one_out
 from training.embeddings import build_item_embedding
 from training.groups import group_masks, metrics_by_group
+from training.llmesr_setup import build_llmesr_model
+from training.long_tail import SampledEvaluator, long_tail_metrics
 from training.models.sasrec import SASRec, SASRecConfig
 from training.plots import plot_group_metrics, plot_validation_curve
 from training.recommender import LossConfig, SequentialRecommender, sample_negatives
@@ -117,6 +119,9 @@ def fit_basis(config: ExperimentConfig, prepared: Prepared) -> SemanticBasis:
 def build_model(
     config: ExperimentConfig, prepared: Prepared, basis: SemanticBasis | None
 ) -> SequentialRecommender:
+    if config.model.name == "llmesr":  # its own item views and encoder: training/llmesr_setup.py
+        split = prepared.split
+        return build_llmesr_model(config, prepared.text_embeddings, split.max_len, split)
     emb, split = config.embedding, prepared.split
     seen = split.train_sequences.item_interaction_counts() > 0 if emb.zero_unseen_ids else None
     items = build_item_embedding(
@@ -230,6 +235,7 @@ class _TrainLoop:
         )
         self.histories = torch.from_numpy(split.train.histories)
         self.targets = torch.from_numpy(split.train.targets)
+        self.users = torch.from_numpy(split.train.users)  # (n,) for models that use them (LLM-ESR)
         self.generator = torch.Generator().manual_seed(t.seed)
         self.history: list[dict[str, float]] = []
         self.epoch = 0
@@ -237,6 +243,7 @@ class _TrainLoop:
         self.best_epoch = 0
         self.train_seconds = 0.0
         self.sequences = 0
+        self._sampled_valid: SampledEvaluator | None = None
 
     def run(self) -> None:
         t = self.config.train
@@ -247,14 +254,7 @@ class _TrainLoop:
             loss = self._epoch()
             if self.epoch % t.eval_every and self.epoch < t.max_epochs:
                 continue
-            valid = _full_metrics(
-                self.model,
-                self.split.valid,
-                self.split.num_items,
-                self.device,
-                self.config.eval.mask_history,
-                self.config.eval.batch_size,
-            )
+            valid = self._validate()
             score = valid[t.select_metric]
             self.history.append(
                 {"epoch": self.epoch, "loss": loss, **{f"valid_{k}": v for k, v in valid.items()}}
@@ -272,6 +272,24 @@ class _TrainLoop:
         if not (self.run_dir / "model.safetensors").exists():
             raise RuntimeError(f"no validation ran in {self.run_dir}; check train.eval_every")
 
+    def _validate(self) -> dict[str, float]:
+        ev_cfg, split = self.config.eval, self.split
+        if ev_cfg.protocol == "long_tail":  # LLM-ESR selects on the sampled protocol (long_tail.py)
+            if self._sampled_valid is None:
+                seed = self.config.data.split_seed + 1
+                self._sampled_valid = SampledEvaluator(
+                    split.valid, split.num_items, ev_cfg.sampled_negatives, seed
+                )
+            return self._sampled_valid(self.model, self.device, ev_cfg.batch_size).metrics
+        return _full_metrics(
+            self.model,
+            split.valid,
+            split.num_items,
+            self.device,
+            ev_cfg.mask_history,
+            ev_cfg.batch_size,
+        )
+
     def _epoch(self) -> float:
         t, model = self.config.train, self.model
         model.train()
@@ -283,7 +301,8 @@ class _TrainLoop:
             hist = self.histories[idx].to(self.device)  # (B, L)
             tgt = self.targets[idx].to(self.device)  # (B,)
             neg = self._negatives(self.targets[idx])
-            loss = model.loss(hist, tgt, None if neg is None else neg.to(self.device))
+            neg = None if neg is None else neg.to(self.device)
+            loss = model.loss(hist, tgt, neg, users=self.users[idx].to(self.device))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             self.optimizer.step()
@@ -426,6 +445,8 @@ def _test_metrics(
     )
     groups = metrics_by_group(primary.ranks, masks)
     groups_sampled = metrics_by_group(sampled.ranks, masks, ks=(10,))
+    if cfg.protocol == "long_tail":  # the sampled ranks are primary; groups at its thresholds
+        return long_tail_metrics(config, prepared.dataset, split.test, sampled.ranks, paired)
     return {
         "protocol": config.data.protocol,
         "mask_history": cfg.mask_history,

@@ -127,7 +127,20 @@ class SASRec(nn.Module):
             raise ValueError(f"history length {T} exceeds max_len={L}")
         pos = self.positions.weight[L - T :]  # (T, d): the last item always sits at position L-1
         keep = mask.unsqueeze(-1).to(item_emb.dtype)  # (B, T, 1)
-        x = self.dropout(item_emb + pos) * keep  # (B, T, d)
+        return self.run_blocks(self.dropout(item_emb + pos) * keep, mask)
+
+    def run_blocks(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The attention blocks and final LayerNorm on inputs that already hold positions and dropout.
+
+        Args:
+            x: (B, T, d) position-encoded inputs, zero at padding.
+            mask: (B, T) bool, True at real items.
+
+        Returns:
+            (B, d) the output at the last position.
+        """
+        T = x.shape[1]
+        keep = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
         # (T, T) identity; not torch.eye(dtype=bool): ONNX Runtime has no kernel for a bool EyeLike
         steps = torch.arange(T, device=mask.device)
         eye = steps[:, None] == steps[None, :]
