@@ -13,7 +13,7 @@ ALGORITHMS.md §4 and §4.1 (the original code, not the AlphaFuse authors' re-im
   ``F_u . e(i) = f_id . id(i) + f_llm . Adapter(E_i)``, the sum of the two views' logits. This is why the
   model plugs into :class:`SequentialRecommender` unchanged: user vectors and the item table are 2d wide.
 - Self-distillation: ``L = L_rec + alpha * MSE(F_u, mean_j sg(F_{n_j}))`` over the top-k similar users n_j
-  (retrieved in :mod:`training.similar_users`), the user itself excluded. Student and teacher are the
+  (retrieved by :func:`training.llmesr_setup.similar_users`), the user itself excluded. Student and teacher are the
   last-position features of the users' full training histories, each from its own forward pass in train
   mode, the teacher detached.
 
