@@ -34,6 +34,7 @@ from numpy.typing import NDArray
 from safetensors.torch import load_file, save_file
 
 from core.alphafuse import SemanticBasis, fit_semantic_basis, load_basis, save_basis
+from training import cold_items as cold
 from training import evaluate as ev
 from training.config import ExperimentConfig
 from training.data.dataset import Examples, SequenceDataset, Split, format_stats
@@ -88,6 +89,11 @@ def prepare(config: ExperimentConfig, *, with_text: bool | None = None) -> Prepa
     logger.info("dataset %s:\n%s", ds.name, format_stats(ds.stats()))
     if data.protocol == "leave_one_out":
         split = leave_one_out(ds, data.max_len, train_seen=False)
+    elif data.protocol == "cold_items":
+        split = cold.make_cold_item_split(
+            ds, data.source, share=data.cold_share, pick=data.cold_pick,
+            seed=data.split_seed, max_len=data.max_len,
+        )  # fmt: skip
     else:
         split = cold_start_users(ds, seed=data.split_seed, window=data.max_len, train_seen=False)
     need_text = config.embedding.mode != "id" if with_text is None else with_text
@@ -96,18 +102,22 @@ def prepare(config: ExperimentConfig, *, with_text: bool | None = None) -> Prepa
 
 
 def fit_basis(config: ExperimentConfig, prepared: Prepared) -> SemanticBasis:
-    """The AlphaFuse basis over the whole catalogue's text (item weights from training data only)."""
+    """The AlphaFuse basis over the catalogue's text (item weights from training data only).
+
+    Under ``cold_items`` only the warm items' text is used: held-out items are never in the fit.
+    """
     emb = config.embedding
     assert prepared.text_embeddings is not None
     weights = None
     if emb.item_weighting == "popularity":
         weights = prepared.split.train_sequences.item_interaction_counts().astype(np.float64) + 1.0
+    rows = cold.warm_rows(prepared.split)  # None: every row
     return fit_semantic_basis(
-        prepared.text_embeddings,
+        prepared.text_embeddings if rows is None else prepared.text_embeddings[rows],
         dim=emb.dim,
         null_dim=emb.null_dim if emb.null_threshold is None else None,
         null_threshold=emb.null_threshold,
-        weights=weights,
+        weights=weights if weights is None or rows is None else weights[rows],
         scale=emb.scale,
         standardize=emb.standardize,
         cover=emb.cover,
@@ -128,6 +138,7 @@ def build_model(
         id_init=emb.id_init,
         init_std=emb.init_std,
         seen=seen,
+        fit_rows=cold.warm_rows(split),
     )
     m = config.model
     encoder = SASRec(
@@ -140,7 +151,11 @@ def build_model(
         )
     )
     t = config.train
-    return SequentialRecommender(items, encoder, LossConfig(t.loss, t.num_negatives, t.temperature))
+    model = SequentialRecommender(
+        items, encoder, LossConfig(t.loss, t.num_negatives, t.temperature)
+    )
+    model.exclude_from_loss(cold.loss_exclusion(split))
+    return model
 
 
 def run_experiment(
@@ -162,6 +177,9 @@ def run_experiment(
     model = build_model(config, prepared, basis).to(device)
     _write_json(run_dir / "config.json", config.model_dump(mode="json"))
     _write_json(run_dir / "item_ids.json", prepared.dataset.item_ids)
+    held_out = cold.held_out_ids(prepared.split, prepared.dataset.item_ids)
+    if held_out is not None:  # the exporter leaves these out of the artifact
+        _write_json(run_dir / cold.HELD_OUT_FILE, held_out)
     popularity = prepared.split.train_sequences.item_interaction_counts()  # (N,) int64
     _atomic(run_dir / "popularity.npy", lambda p: np.save(p, popularity), suffix=".npy")
     if basis is not None:
@@ -231,6 +249,7 @@ class _TrainLoop:
         self.histories = torch.from_numpy(split.train.histories)
         self.targets = torch.from_numpy(split.train.targets)
         self.generator = torch.Generator().manual_seed(t.seed)
+        self.pool = cold.negative_pool(split)  # None: negatives from all N items
         self.history: list[dict[str, float]] = []
         self.epoch = 0
         self.best = -1.0
@@ -296,9 +315,13 @@ class _TrainLoop:
         t, n = self.config.train, self.split.num_items
         if t.loss == "ce":
             return None
-        if t.negatives == "shared":
+        if t.negatives == "shared" and self.pool is None:
             return torch.randint(0, n, (t.num_negatives,), generator=self.generator)
-        return sample_negatives(targets, n, t.num_negatives, self.generator)
+        if t.negatives == "shared":
+            assert self.pool is not None
+            draw = torch.randint(0, len(self.pool), (t.num_negatives,), generator=self.generator)
+            return self.pool[draw]
+        return sample_negatives(targets, n, t.num_negatives, self.generator, pool=self.pool)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -426,7 +449,13 @@ def _test_metrics(
     )
     groups = metrics_by_group(primary.ranks, masks)
     groups_sampled = metrics_by_group(sampled.ranks, masks, ks=(10,))
+    extra = {}
+    if isinstance(split, cold.ColdItemSplit):
+        extra["cold_items"] = cold.evaluate_cold_items(
+            _score_fn(model, device), split, cfg.batch_size
+        )
     return {
+        **extra,
         "protocol": config.data.protocol,
         "mask_history": cfg.mask_history,
         "test": primary.metrics,
