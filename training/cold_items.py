@@ -33,13 +33,17 @@ from training import evaluate as ev
 from training.data.dataset import Examples, SequenceDataset, Split
 from training.data.readers import DataSource
 from training.data.splits import leave_one_out, window_examples
+from training.embeddings import AlphaFuseEmbedding
+from training.recommender import SequentialRecommender
 
 __all__ = [
     "COLD_KS",
     "HELD_OUT_FILE",
     "ColdItemSplit",
+    "cold_item_metrics",
     "cold_item_split",
     "evaluate_cold_items",
+    "expected_id_scorer",
     "first_interaction_times",
     "held_out_ids",
     "loss_exclusion",
@@ -349,6 +353,50 @@ def evaluate_cold_items(
         },
         "cases": {"cold": len(split.cold_test), "warm": len(split.test)},
     }
+
+
+def expected_id_scorer(model: SequentialRecommender, split: ColdItemSplit) -> ScoreFn:
+    """AlphaFuse with the remedy "expected ID part": each cold row gets the mean ID part of the trained items.
+
+    A cold item's ID part is unknown, not zero; its expectation over the items that were trained (rows whose ID part
+    received gradient) is the same for every new item, so the item-specific part still comes from its text alone.
+    Under a dot-product ranker this restores the average offset (and norm) that trained items carry in the null
+    space, which the zero ID part lacks. Offline only: the served artifact still adds cold items with ID part zero.
+
+    Raises:
+        ValueError: the model is not AlphaFuse with a null space.
+    """
+    items = model.items
+    if not isinstance(items, AlphaFuseEmbedding) or items.null_dim == 0:
+        raise ValueError("the expected-ID remedy needs an AlphaFuse model with null_dim > 0")
+    with torch.no_grad():
+        trained = items.id_keep[: items.num_items].bool()  # (N,)
+        ids = items.id_table()  # (N, d_n)
+        mean_id = ids[trained].mean(0)  # (d_n,)
+        table = items.table().detach().clone()  # (N, d)
+        cold = torch.from_numpy(split.cold_mask()).to(table.device)  # (N,)
+        table[cold, items.dim - items.null_dim :] += mean_id
+    device = table.device
+
+    def scores(histories: IntArray) -> torch.Tensor:
+        user = model.user_vectors(torch.from_numpy(histories).to(device))  # (B, d)
+        return (user @ table.T).float().cpu()  # (B, N)
+
+    return scores
+
+
+def cold_item_metrics(
+    model: SequentialRecommender, split: ColdItemSplit, score_fn: ScoreFn, batch_size: int
+) -> dict[str, Any]:
+    """`evaluate_cold_items` of a trained model; AlphaFuse also gets ``remedy_expected_id`` (`expected_id_scorer`)."""
+    result = evaluate_cold_items(score_fn, split, batch_size)
+    items = model.items
+    if isinstance(items, AlphaFuseEmbedding) and items.null_dim > 0:
+        remedy = evaluate_cold_items(expected_id_scorer(model, split), split, batch_size)
+        result["remedy_expected_id"] = {
+            k: remedy[k] for k in ("cold", "warm", "ratio", "surface_rate", "cold_slot_share")
+        }
+    return result
 
 
 def held_out_ids(split: Split, item_ids: list[str]) -> list[str] | None:

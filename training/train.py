@@ -451,8 +451,8 @@ def _test_metrics(
     groups_sampled = metrics_by_group(sampled.ranks, masks, ks=(10,))
     extra = {}
     if isinstance(split, cold.ColdItemSplit):
-        extra["cold_items"] = cold.evaluate_cold_items(
-            _score_fn(model, device), split, cfg.batch_size
+        extra["cold_items"] = cold.cold_item_metrics(
+            model, split, _score_fn(model, device), cfg.batch_size
         )
     return {
         **extra,

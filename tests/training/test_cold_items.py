@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -156,8 +157,22 @@ def test_cold_items_get_no_gradient(
         assert torch.equal(
             trained.items.id_table()[is_cold], torch.zeros_like(trained.items.id_table()[is_cold])
         )  # type: ignore[operator]
-    metrics = (tmp_path / "metrics.json").read_text()
-    assert '"cold_items"' in metrics
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["cold_items"]
+    assert set(metrics["cold"]) == {"HR@10", "HR@20", "NDCG@10", "NDCG@20"}
+    assert ("remedy_expected_id" in metrics) == (mode == "alphafuse")
+    if (
+        mode == "alphafuse"
+    ):  # the remedy moves cold rows only, by one shared vector: the trained rows' mean ID
+        split = _split(prepared)
+        remedy = cold.expected_id_scorer(trained, split)
+        hist = split.cold_test.histories[:4]
+        user = trained.user_vectors(torch.from_numpy(hist))  # (4, d)
+        shift = trained.items.id_table()[trained.items.id_keep[:-1].bool()].mean(0)  # type: ignore[operator]
+        expected = user @ table.T + (user[:, -shift.shape[0] :] @ shift)[:, None] * is_cold[None, :]
+        torch.testing.assert_close(remedy(hist), expected.detach(), rtol=1e-4, atol=1e-4)
+    else:
+        with pytest.raises(ValueError, match="AlphaFuse"):
+            cold.expected_id_scorer(trained, _split(prepared))
     assert (tmp_path / cold.HELD_OUT_FILE).is_file()
 
 
