@@ -111,6 +111,15 @@ class ExperimentConfig(_Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
 
+    @model_validator(mode="after")
+    def _cold_items_untouched(self) -> ExperimentConfig:
+        if self.data.protocol == "cold_items" and self.train.weight_decay > 0:
+            raise ValueError(
+                "data.protocol='cold_items' needs train.weight_decay=0: AdamW's decoupled decay would shrink the "
+                "held-out items' rows although they get no gradient"
+            )
+        return self
+
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"train.lr=1e-3"`` -> (["train", "lr"], 0.001). Bare words that are not TOML become strings."""

@@ -116,6 +116,8 @@ def test_random_pick_is_seeded_and_newest_needs_timestamps(prepared: Prepared) -
         cold.first_interaction_times(p5, ds)
     with pytest.raises(ValueError, match="cold_share"):
         cold.pick_cold_items(ds, 1.5, "random", seed=0)
+    with pytest.raises(ValueError, match="weight_decay"):
+        _config(Path("/nonexistent"), "train.weight_decay=0.01")
 
 
 def test_the_basis_is_fitted_on_warm_text_only(shared_data: Path, prepared: Prepared) -> None:
