@@ -3,13 +3,16 @@
 ``export_run`` writes every file into ``<out_root>/.tmp-<version>-<random>/``: the item table and ids, popularity,
 the semantic basis (AlphaFuse), the user encoder as ONNX (checked against torch on real item rows), the FAISS
 index (recall measured on the user vectors of those histories), the text encoder (AlphaFuse only: the other
-modes cannot place a new item from its text). Then it hashes every file, writes ``manifest.json`` last, renames
+modes cannot place a new item from its text). Items the run held out of training (``held_out_items.json``, the
+``cold_items`` protocol) are left out of the artifact: they were never trained, so they can only arrive the way any
+new item does, through ``POST /items``. Then it hashes every file, writes ``manifest.json`` last, renames
 the folder to ``<out_root>/<version>`` and points ``CURRENT`` at it. Any failure removes the temporary folder, so
 ``out_root`` only ever holds complete versions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -42,6 +45,7 @@ from exporter.index import IndexKind, build_index
 from exporter.onnx_encoder import encoder_parity, export_user_encoder
 from exporter.text_encoder import export_text_encoder
 from training.checkpoint import BASIS_FILE, CONFIG_FILE, LoadedRun, load_run
+from training.cold_items import HELD_OUT_FILE
 
 __all__ = ["MAX_PARITY_DIFF", "export_run"]
 
@@ -83,6 +87,7 @@ def export_run(
     table = np.ascontiguousarray(
         run.model.items.table().detach().numpy(), dtype=np.float32
     )  # (N, d)
+    run, table = _drop_held_out(run, run_dir, table)
     items_npy = _npy_bytes(table)
     version = version or _default_version(items_npy)
     if not _VERSION.match(version):
@@ -199,6 +204,38 @@ def _histories(
     mask = np.arange(max_len)[None, :] >= (max_len - lengths)[:, None]  # (H, L)
     item_emb = table[rows] * mask[..., None]  # (H, L, d), zero at padding as the service sends it
     return item_emb.astype(np.float32), mask
+
+
+def _drop_held_out(
+    run: LoadedRun, run_dir: Path, table: NDArray[np.float32]
+) -> tuple[LoadedRun, NDArray[np.float32]]:
+    """Without the rows listed in ``run_dir/held_out_items.json`` (if any): the run's ids, popularity, table."""
+    path = run_dir / HELD_OUT_FILE
+    if not path.is_file():
+        return run, table
+    try:
+        held_out = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable JSON: {exc}") from exc
+    if not isinstance(held_out, list) or not all(isinstance(i, str) for i in held_out):
+        raise ValueError(f"{path}: expected a JSON list of item id strings")
+    unknown = sorted(set(held_out) - set(run.item_ids))
+    if unknown:
+        raise ValueError(f"{path}: {len(unknown)} ids not in item_ids.json, e.g. {unknown[:5]}")
+    drop = set(held_out)
+    keep = np.array([i not in drop for i in run.item_ids], dtype=bool)  # (N,)
+    if not keep.any():
+        raise ValueError(f"{path}: every item is held out; nothing to export")
+    popularity = None if run.popularity is None else run.popularity[keep]
+    kept_ids = [i for i, k in zip(run.item_ids, keep.tolist(), strict=True) if k]
+    logger.info(
+        "%s: leaving %d held-out items out of the artifact (%d kept)",
+        run_dir,
+        len(drop),
+        len(kept_ids),
+    )
+    run = dataclasses.replace(run, item_ids=kept_ids, popularity=popularity)
+    return run, np.ascontiguousarray(table[keep])
 
 
 def _popularity(run: LoadedRun, run_dir: Path) -> NDArray[np.int64]:

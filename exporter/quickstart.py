@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_quickstart_command"]
+__all__ = ["add_quickstart_command", "serving"]
 
 # written the way the ml-100k catalogue's fields compose (title; year; genres)
 NEW_MOVIE = {"item_id": "new-movie-1", "text": "Toy Story 2; 1999; Animation, Children's, Comedy"}
@@ -51,7 +51,7 @@ def quickstart(args: argparse.Namespace) -> int:
     titles = dict(zip(ds.item_ids, ds.item_texts, strict=True))
     user = 0
     history = [ds.item_ids[i] for i in ds.items[ds.offsets[user] : ds.offsets[user + 1]]][-20:]
-    with _serving(args.run_dir / "artifacts", args.port) as (base, client):
+    with serving(args.run_dir / "artifacts", args.port) as (base, client):
         print(f"service: {base} (OpenAPI at {base}/docs)")
         events = [{"user_id": ds.user_ids[user], "item_id": item} for item in history]
         client.post("/events", json={"events": events}).raise_for_status()
@@ -92,14 +92,18 @@ def _show_new_item(client: Any, history: list[str], item_ids: list[str]) -> None
 
 
 @contextmanager
-def _serving(artifact_root: Path, port: int) -> Iterator[tuple[str, Any]]:
+def serving(artifact_root: Path, port: int, **settings: Any) -> Iterator[tuple[str, Any]]:
+    """Run the service on ``artifact_root`` in a background thread (in-process store); yield (base URL, client).
+
+    ``settings`` are extra ``service.settings.Settings`` fields (e.g. ``max_history``).
+    """
     import httpx
     import uvicorn
 
     from service.app import create_app
     from service.settings import Settings
 
-    app = create_app(Settings(artifact=artifact_root, redis_url=None))
+    app = create_app(Settings(artifact=artifact_root, redis_url=None, **settings))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

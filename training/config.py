@@ -26,7 +26,7 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     source: DataSource
-    protocol: Literal["leave_one_out", "cold_start_users"] = "leave_one_out"
+    protocol: Literal["leave_one_out", "cold_start_users", "cold_items"] = "leave_one_out"
     max_len: int = Field(
         50, ge=1, description="history window L (cold_start_users: the paper's 10)"
     )
@@ -36,6 +36,12 @@ class DataConfig(_Section):
         None, ge=2, description="keep only each user's most recent items (applied before splitting)"
     )
     split_seed: int = 0
+    cold_share: float = Field(
+        0.1, gt=0, lt=1, description="cold_items: share of the interacted items held out"
+    )
+    cold_pick: Literal["random", "newest"] = Field(
+        "random", description="cold_items: uniform (seeded) or latest first interaction"
+    )
 
 
 class EmbeddingConfig(_Section):
@@ -142,6 +148,15 @@ class ExperimentConfig(_Section):
                 "model llmesr needs embedding.mode = 'llminit' (its ID view is PCA-initialised from "
                 f"the language embeddings) and an even embedding.dim = 2 x view dim; got "
                 f"mode={emb.mode!r}, dim={emb.dim}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _cold_items_untouched(self) -> ExperimentConfig:
+        if self.data.protocol == "cold_items" and self.train.weight_decay > 0:
+            raise ValueError(
+                "data.protocol='cold_items' needs train.weight_decay=0: AdamW's decoupled decay would shrink the "
+                "held-out items' rows although they get no gradient"
             )
         return self
 

@@ -132,6 +132,7 @@ def build_item_embedding(
     id_init: IdInit = "zeros",
     init_std: float = 1.0,
     seen: NDArray[np.bool_] | None = None,
+    fit_rows: NDArray[np.int64] | None = None,
 ) -> ItemEmbedding:
     """Build the item-embedding module of a mode.
 
@@ -144,6 +145,7 @@ def build_item_embedding(
         id_init: ``zeros`` or ``normal`` for the AlphaFuse ID table.
         init_std: std of normal initialisation (``id`` mode and ``alphafuse`` normal init).
         seen: (N,) items present in the training data; ``alphafuse`` keeps the others' ID rows at zero.
+        fit_rows: rows whose text fits the ``llminit`` projection (default all; ``cold_items``: the warm ones).
     """
     if mode == "id":
         return IDEmbedding(num_items, dim, std=init_std)
@@ -151,7 +153,8 @@ def build_item_embedding(
         got = None if text_embeddings is None else len(text_embeddings)
         raise ValueError(f"mode {mode!r} needs text_embeddings with {num_items} rows, got {got}")
     if mode == "llminit":
-        pca = fit_semantic_basis(text_embeddings, dim=dim, null_dim=0)
+        fit_on = text_embeddings if fit_rows is None else text_embeddings[fit_rows]
+        pca = fit_semantic_basis(fit_on, dim=dim, null_dim=0)
         init = torch.from_numpy(project(text_embeddings, pca).astype(np.float32))
         return IDEmbedding(num_items, dim, init=init)
     if mode == "alphafuse":

@@ -38,23 +38,41 @@ class LossConfig:
 
 
 def sample_negatives(
-    targets: torch.Tensor, num_items: int, k: int, generator: torch.Generator | None = None
+    targets: torch.Tensor,
+    num_items: int,
+    k: int,
+    generator: torch.Generator | None = None,
+    pool: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B,) targets -> (B, k) item indices drawn uniformly from [0, N), redrawn where they hit the target.
 
-    The alternative, ``torch.randint(0, N, (k,))`` shared by the whole batch, is accepted by
-    ``SequentialRecommender.loss`` too (clashes with a row's target are masked there) and trains ~2.5x faster.
+    With ``pool`` ((P,) int64 item indices, P >= 2) they are drawn uniformly from the pool instead (the
+    ``cold_items`` protocol: held-out items are never negatives). The alternative, ``torch.randint(0, N, (k,))``
+    shared by the whole batch, is accepted by ``SequentialRecommender.loss`` too (clashes with a row's target are
+    masked there) and trains ~2.5x faster.
     """
-    neg = torch.randint(0, num_items, (targets.shape[0], k), generator=generator)  # (B, k)
+
+    def draw(shape: tuple[int, ...]) -> torch.Tensor:
+        if pool is None:
+            return torch.randint(0, num_items, shape, generator=generator)
+        return pool[torch.randint(0, len(pool), shape, generator=generator)]
+
+    if pool is not None and len(pool) < 2:
+        raise ValueError(f"a negative pool needs at least 2 items, got {len(pool)}")
+    neg = draw((targets.shape[0], k))  # (B, k)
     clash = neg == targets[:, None]
     while bool(clash.any()):
-        neg[clash] = torch.randint(0, num_items, (int(clash.sum()),), generator=generator)
+        neg[clash] = draw((int(clash.sum()),))
         clash = neg == targets[:, None]
     return neg
 
 
 class SequentialRecommender(nn.Module):
     """Item embeddings + SASRec encoder, with scoring and the training loss."""
+
+    loss_exclude: (
+        torch.Tensor | None
+    )  # (N,) bool non-persistent buffer: items the ``ce`` softmax leaves out
 
     def __init__(self, items: ItemEmbedding, encoder: SASRec, loss: LossConfig) -> None:
         super().__init__()
@@ -63,6 +81,19 @@ class SequentialRecommender(nn.Module):
         self.items = items
         self.encoder = encoder
         self.loss_config = loss
+        self.register_buffer("loss_exclude", None, persistent=False)
+
+    def exclude_from_loss(self, items: torch.Tensor | None) -> None:
+        """Leave ``items`` ((N,) bool) out of the full-softmax ``ce`` loss, so they get no gradient from it.
+
+        Not saved in checkpoints (a training-time rule of the ``cold_items`` protocol). Sampled losses get the
+        same effect from their negative pool (``sample_negatives``).
+        """
+        if items is not None and items.shape != (self.num_items,):
+            raise ValueError(
+                f"loss exclusion must have shape ({self.num_items},), got {tuple(items.shape)}"
+            )
+        self.loss_exclude = None if items is None else items.to(torch.bool)
 
     @property
     def num_items(self) -> int:
@@ -94,7 +125,10 @@ class SequentialRecommender(nn.Module):
         user = self.user_vectors(histories)  # (B, d)
         cfg = self.loss_config
         if cfg.name == "ce":
-            return F.cross_entropy(user @ self.items.table().T, targets)
+            logits = user @ self.items.table().T  # (B, N)
+            if self.loss_exclude is not None:  # -inf logits pass no gradient to their rows
+                logits = logits.masked_fill(self.loss_exclude.to(logits.device), -torch.inf)
+            return F.cross_entropy(logits, targets)
         if negatives is None:
             raise ValueError(f"loss {cfg.name} needs sampled negatives")
         pos = self.items(targets)  # (B, d)

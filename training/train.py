@@ -34,6 +34,7 @@ from numpy.typing import NDArray
 from safetensors.torch import load_file, save_file
 
 from core.alphafuse import SemanticBasis, fit_semantic_basis, load_basis, save_basis
+from training import cold_items as cold
 from training import evaluate as ev
 from training.config import ExperimentConfig
 from training.data.dataset import Examples, SequenceDataset, Split, format_stats
@@ -90,6 +91,11 @@ def prepare(config: ExperimentConfig, *, with_text: bool | None = None) -> Prepa
     logger.info("dataset %s:\n%s", ds.name, format_stats(ds.stats()))
     if data.protocol == "leave_one_out":
         split = leave_one_out(ds, data.max_len, train_seen=False)
+    elif data.protocol == "cold_items":
+        split = cold.make_cold_item_split(
+            ds, data.source, share=data.cold_share, pick=data.cold_pick,
+            seed=data.split_seed, max_len=data.max_len,
+        )  # fmt: skip
     else:
         split = cold_start_users(ds, seed=data.split_seed, window=data.max_len, train_seen=False)
     need_text = config.embedding.mode != "id" if with_text is None else with_text
@@ -98,18 +104,22 @@ def prepare(config: ExperimentConfig, *, with_text: bool | None = None) -> Prepa
 
 
 def fit_basis(config: ExperimentConfig, prepared: Prepared) -> SemanticBasis:
-    """The AlphaFuse basis over the whole catalogue's text (item weights from training data only)."""
+    """The AlphaFuse basis over the catalogue's text (item weights from training data only).
+
+    Under ``cold_items`` only the warm items' text is used: held-out items are never in the fit.
+    """
     emb = config.embedding
     assert prepared.text_embeddings is not None
     weights = None
     if emb.item_weighting == "popularity":
         weights = prepared.split.train_sequences.item_interaction_counts().astype(np.float64) + 1.0
+    rows = cold.warm_rows(prepared.split)  # None: every row
     return fit_semantic_basis(
-        prepared.text_embeddings,
+        prepared.text_embeddings if rows is None else prepared.text_embeddings[rows],
         dim=emb.dim,
         null_dim=emb.null_dim if emb.null_threshold is None else None,
         null_threshold=emb.null_threshold,
-        weights=weights,
+        weights=weights if weights is None or rows is None else weights[rows],
         scale=emb.scale,
         standardize=emb.standardize,
         cover=emb.cover,
@@ -133,6 +143,7 @@ def build_model(
         id_init=emb.id_init,
         init_std=emb.init_std,
         seen=seen,
+        fit_rows=cold.warm_rows(split),
     )
     m = config.model
     encoder = SASRec(
@@ -145,7 +156,11 @@ def build_model(
         )
     )
     t = config.train
-    return SequentialRecommender(items, encoder, LossConfig(t.loss, t.num_negatives, t.temperature))
+    model = SequentialRecommender(
+        items, encoder, LossConfig(t.loss, t.num_negatives, t.temperature)
+    )
+    model.exclude_from_loss(cold.loss_exclusion(split))
+    return model
 
 
 def run_experiment(
@@ -167,6 +182,9 @@ def run_experiment(
     model = build_model(config, prepared, basis).to(device)
     _write_json(run_dir / "config.json", config.model_dump(mode="json"))
     _write_json(run_dir / "item_ids.json", prepared.dataset.item_ids)
+    held_out = cold.held_out_ids(prepared.split, prepared.dataset.item_ids)
+    if held_out is not None:  # the exporter leaves these out of the artifact
+        _write_json(run_dir / cold.HELD_OUT_FILE, held_out)
     popularity = prepared.split.train_sequences.item_interaction_counts()  # (N,) int64
     _atomic(run_dir / "popularity.npy", lambda p: np.save(p, popularity), suffix=".npy")
     if basis is not None:
@@ -237,6 +255,7 @@ class _TrainLoop:
         self.targets = torch.from_numpy(split.train.targets)
         self.users = torch.from_numpy(split.train.users)  # (n,) for models that use them (LLM-ESR)
         self.generator = torch.Generator().manual_seed(t.seed)
+        self.pool = cold.negative_pool(split)  # None: negatives from all N items
         self.history: list[dict[str, float]] = []
         self.epoch = 0
         self.best = -1.0
@@ -315,9 +334,13 @@ class _TrainLoop:
         t, n = self.config.train, self.split.num_items
         if t.loss == "ce":
             return None
-        if t.negatives == "shared":
+        if t.negatives == "shared" and self.pool is None:
             return torch.randint(0, n, (t.num_negatives,), generator=self.generator)
-        return sample_negatives(targets, n, t.num_negatives, self.generator)
+        if t.negatives == "shared":
+            assert self.pool is not None
+            draw = torch.randint(0, len(self.pool), (t.num_negatives,), generator=self.generator)
+            return self.pool[draw]
+        return sample_negatives(targets, n, t.num_negatives, self.generator, pool=self.pool)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -447,7 +470,13 @@ def _test_metrics(
     groups_sampled = metrics_by_group(sampled.ranks, masks, ks=(10,))
     if cfg.protocol == "long_tail":  # the sampled ranks are primary; groups at its thresholds
         return long_tail_metrics(config, prepared.dataset, split.test, sampled.ranks, paired)
+    extra = {}
+    if isinstance(split, cold.ColdItemSplit):
+        extra["cold_items"] = cold.cold_item_metrics(
+            model, split, _score_fn(model, device), cfg.batch_size
+        )
     return {
+        **extra,
         "protocol": config.data.protocol,
         "mask_history": cfg.mask_history,
         "test": primary.metrics,

@@ -1,0 +1,266 @@
+"""Cold-start items, measured (issue 7): SASRec x {id, llminit, alphafuse} + popularity + text kNN, cold vs warm.
+
+    .venv/bin/python benchmarks/cold_items.py                                  # every dataset, 3 seeds
+    .venv/bin/python benchmarks/cold_items.py --datasets ml-100k:newest --seeds 0 1 2
+    .venv/bin/python benchmarks/cold_items.py --online --datasets ml-100k:newest --seeds 0
+    .venv/bin/python benchmarks/cold_items.py --report                         # table + plot of the results
+
+A dataset is ``<name>:<random|newest>`` (the ``cold_items`` pick). Seed s sets both ``data.split_seed`` (which
+items are cold, for ``random``) and ``train.seed``. Each finished run is appended to
+benchmarks/results/cold_items.json at once (one JSON object per run: ``dataset``, ``cold_items``, ``model``,
+``embedding``, ``seed``, ``metrics`` {``cold``, ``warm``}, ``surface_rate``, plus the diagnostics of
+``training.cold_items.evaluate_cold_items`` and the settings); runs already there are skipped, so an interrupted
+benchmark continues where it stopped. ``--online`` trains (or reuses) the AlphaFuse run, replays its cold test cases
+through the served artifact (``exporter.cold_replay``) and writes benchmarks/results/cold_items_online.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.cold_baselines import popularity_scorer, text_knn_scorer
+from training.cold_items import ColdItemSplit, evaluate_cold_items
+from training.config import ExperimentConfig, load_config
+from training.train import Prepared, prepare, run_experiment
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "training" / "configs"
+RESULTS = REPO / "benchmarks" / "results" / "cold_items.json"
+ONLINE = REPO / "benchmarks" / "results" / "cold_items_online.json"
+PLOT = REPO / "benchmarks" / "results" / "cold_items.png"
+DATASETS = [
+    "ml-100k:newest",
+    "amazon14-beauty:random",
+    "amazon14-sports:random",
+    "yelp:random",
+    "ml-100k:random",
+]
+MODELS = ["popularity", "text_knn", "id", "llminit", "alphafuse"]
+# compute is scarce (2 shared CPU cores): capped epochs, L=20; stated in every record
+SETTINGS = ["train.max_epochs=6", "train.patience=3", "data.max_len=20", "train.threads=1"]
+KEYS = ["HR@10", "NDCG@10", "HR@20", "NDCG@20"]
+
+
+def main() -> None:
+    args = _args()
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    torch.set_num_threads(1)
+    results = _load(args.out)
+    if args.report:
+        print(format_table(results))
+        plot(results, PLOT)
+        return
+    if args.online:
+        _online(args)
+        return
+    done = {(r["dataset"], r["cold_items"], r["model"], r["embedding"], r["seed"]) for r in results}
+    for spec in args.datasets:
+        dataset, pick = _parse(spec)
+        for seed in args.seeds:
+            prepared: Prepared | None = None
+            for model in args.models:
+                embedding = model if model in ("id", "llminit", "alphafuse") else None
+                name = "sasrec" if embedding else model
+                key = (dataset, pick, name, embedding, seed)
+                if key in done:
+                    continue
+                config = _config(dataset, pick, seed, embedding or "id", args.overrides)
+                prepared = prepared or prepare(config, with_text=True)
+                cold = _measure(config, prepared, model)
+                results.append(_record(key, cold, [*SETTINGS, *args.overrides]))
+                _save(args.out, results)
+    print(format_table(results))
+    plot(results, PLOT)
+
+
+def _config(
+    dataset: str, pick: str, seed: int, mode: str, overrides: list[str]
+) -> ExperimentConfig:
+    return load_config(
+        CONFIGS / f"{dataset}.toml",
+        [
+            'data.protocol="cold_items"',
+            f'data.cold_pick="{pick}"',
+            f"data.split_seed={seed}",
+            f"train.seed={seed}",
+            f'embedding.mode="{mode}"',
+            *SETTINGS,
+            *overrides,
+        ],
+    )
+
+
+def _measure(config: ExperimentConfig, prepared: Prepared, model: str) -> dict[str, Any]:
+    split = prepared.split
+    assert isinstance(split, ColdItemSplit)
+    if model == "popularity":
+        return evaluate_cold_items(popularity_scorer(split), split, config.eval.batch_size)
+    if model == "text_knn":
+        assert prepared.text_embeddings is not None
+        return evaluate_cold_items(
+            text_knn_scorer(prepared.text_embeddings), split, config.eval.batch_size
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = run_experiment(config, Path(tmp), prepared=prepared).metrics
+    cold: dict[str, Any] = metrics["cold_items"]
+    cold["train"] = {k: metrics[k] for k in ("best_epoch", "epochs", "train_seconds")}
+    return cold
+
+
+def _record(
+    key: tuple[str, str, str, str | None, int], cold: dict[str, Any], settings: list[str]
+) -> dict[str, Any]:
+    dataset, pick, model, embedding, seed = key
+    rest = {k: v for k, v in cold.items() if k not in ("cold", "warm", "surface_rate")}
+    return {
+        "dataset": dataset,
+        "cold_items": pick,
+        "model": model,
+        "embedding": embedding,
+        "seed": seed,
+        "metrics": {"cold": cold["cold"], "warm": cold["warm"]},
+        "surface_rate": cold["surface_rate"],
+        **rest,
+        "settings": settings,
+    }
+
+
+def _label(r: dict[str, Any]) -> str:
+    return r["embedding"] or r["model"]
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """Mean +- std over seeds per (dataset, pick, model): cold and warm NDCG@10/HR@10, ratio, surface rate."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["dataset"], r["cold_items"], _label(r)), []).append(r)
+    cols = ["cold NDCG@10", "cold HR@10", "warm NDCG@10", "warm HR@10", "HR@10 c/w", "surface"]
+    header = f"{'dataset':<16} {'pick':<7} {'model':<10} {'seeds':>5} " + " ".join(
+        f"{c:>15}" for c in cols
+    )
+    lines = [header, "-" * len(header)]
+    for (dataset, pick, label), runs in groups.items():
+
+        def cell(values: list[float]) -> str:
+            v = np.array(values, dtype=np.float64)
+            return f"{v.mean():.4f}±{v.std():.4f}"
+
+        cells = [
+            cell([r["metrics"]["cold"]["NDCG@10"] for r in runs]),
+            cell([r["metrics"]["cold"]["HR@10"] for r in runs]),
+            cell([r["metrics"]["warm"]["NDCG@10"] for r in runs]),
+            cell([r["metrics"]["warm"]["HR@10"] for r in runs]),
+            cell([r["ratio"]["HR@10"] for r in runs]),
+            cell([r["surface_rate"] for r in runs]),
+        ]
+        lines.append(
+            f"{dataset:<16} {pick:<7} {label:<10} {len(runs):>5} "
+            + " ".join(f"{c:>15}" for c in cells)
+        )
+    return "\n".join(lines)
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    """Cold vs warm NDCG@10 (mean over seeds, std as error bars) per model, one panel per dataset/pick."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels = sorted({(r["dataset"], r["cold_items"]) for r in results})
+    if not panels:
+        return
+    fig = Figure(figsize=(4.2 * len(panels), 3.6))
+    FigureCanvasAgg(fig)
+    for p, (dataset, pick) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), p + 1)
+        runs = [r for r in results if (r["dataset"], r["cold_items"]) == (dataset, pick)]
+        labels = [m for m in MODELS if any(_label(r) == m for r in runs)]
+        x = np.arange(len(labels))
+        for offset, part in ((-0.2, "cold"), (0.2, "warm")):
+            values = [
+                [r["metrics"][part]["NDCG@10"] for r in runs if _label(r) == m] for m in labels
+            ]
+            ax.bar(
+                x + offset,
+                [np.mean(v) for v in values],
+                0.4,
+                yerr=[np.std(v) for v in values],
+                label=part,
+            )
+        ax.set_xticks(x, labels, rotation=30, fontsize=8)
+        ax.set_title(f"{dataset} ({pick})", fontsize=9)
+        ax.set_ylabel("NDCG@10")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=110)
+    tmp.replace(path)
+
+
+def _online(args: argparse.Namespace) -> None:
+    from exporter.cold_replay import replay_cold_items
+
+    online = _load(args.online_out)
+    for spec in args.datasets:
+        dataset, pick = _parse(spec)
+        for seed in args.seeds:
+            config = _config(dataset, pick, seed, "alphafuse", args.overrides)
+            prepared = prepare(config, with_text=True)
+            with tempfile.TemporaryDirectory() as tmp:
+                run_dir = Path(tmp) / "run"
+                run_experiment(config, run_dir, prepared=prepared)
+                replay = replay_cold_items(
+                    run_dir, Path(tmp) / "artifacts", prepared=prepared, with_warm=True
+                )
+            online.append({**replay, "seed": seed, "settings": [*SETTINGS, *args.overrides]})
+            _save(args.online_out, online)
+            print(json.dumps(replay, indent=1))
+
+
+def _parse(spec: str) -> tuple[str, str]:
+    dataset, _, pick = spec.partition(":")
+    if pick not in ("random", "newest"):
+        raise SystemExit(f"dataset {spec!r}: expected <name>:random or <name>:newest")
+    return dataset, pick
+
+
+def _load(path: Path) -> list[dict[str, Any]]:
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _save(path: Path, results: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def _args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--datasets", nargs="+", default=DATASETS, help="<name>:<random|newest>")
+    p.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument(
+        "--online", action="store_true", help="the served replay (cold_items_online.json)"
+    )
+    p.add_argument("--online-out", type=Path, default=ONLINE)
+    p.add_argument("--report", action="store_true", help="only print the table and draw the plot")
+    return p.parse_args()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""The cold_items protocol on real data (ml-100k): the split, what the trainer may touch, the metrics, baselines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from training import cold_items as cold
+from training import evaluate as ev
+from training.cold_baselines import popularity_scorer, text_knn_scorer
+from training.config import ExperimentConfig, load_config
+from training.data.readers import DataSource
+from training.recommender import sample_negatives
+from training.train import (
+    Prepared,
+    _seed_everything,
+    build_model,
+    fit_basis,
+    prepare,
+    run_experiment,
+)
+
+CONFIG = Path(__file__).resolve().parents[2] / "training" / "configs" / "ml-100k.toml"
+TINY = [
+    "train.max_epochs=1",
+    "data.max_len=10",
+    "data.max_sequence_length=30",  # each user's last 30 items: fast, and still real data
+    "train.threads=1",
+    "model.dropout=0.0",
+]
+
+
+def _config(shared: Path, *extra: str) -> ExperimentConfig:
+    return load_config(
+        CONFIG,
+        [
+            f'data.source.path="{shared / "ml-100k"}"',
+            'data.protocol="cold_items"',
+            'data.cold_pick="newest"',
+            *TINY,
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def prepared(shared_data: Path) -> Prepared:
+    torch.set_num_threads(1)
+    return prepare(_config(shared_data), with_text=True)
+
+
+def _split(prepared: Prepared) -> cold.ColdItemSplit:
+    assert isinstance(prepared.split, cold.ColdItemSplit)
+    return prepared.split
+
+
+def test_newest_holds_out_the_latest_items_and_nothing_trained_sees_them(
+    shared_data: Path, prepared: Prepared
+) -> None:
+    split, ds = _split(prepared), prepared.dataset
+    interacted = int((ds.item_interaction_counts() > 0).sum())
+    assert len(split.cold_items) == round(0.1 * interacted)
+    times = cold.first_interaction_times(_config(shared_data).data.source, ds)
+    warm = ~split.cold_mask() & (ds.item_interaction_counts() > 0)
+    assert times[split.cold_items].min() >= times[warm].max()  # the newest, as the protocol says
+    is_cold = split.cold_mask()
+    n = split.num_items
+    assert not is_cold[split.train_sequences.items].any()
+    for part in (split.train, split.valid, split.test):
+        assert not is_cold[part.targets].any()
+        assert not is_cold[part.histories[part.histories < n]].any()
+    assert split.num_items == ds.num_items  # the catalogue stays whole: cold rows keep their index
+
+
+def test_cold_and_warm_test_cases_are_exactly_the_issues(prepared: Prepared) -> None:
+    split, ds = _split(prepared), prepared.dataset
+    is_cold = split.cold_mask()
+    expected_cold, expected_warm = [], []
+    for u in range(ds.num_users):
+        seq = ds.sequence(u)
+        where = np.flatnonzero(is_cold[seq])
+        if len(where) and where[0] >= 1:
+            expected_cold.append((u, seq[: where[0]].tolist(), int(seq[where[0]])))
+        warm_seq = seq[~is_cold[seq]]
+        if len(warm_seq) >= 3:
+            expected_warm.append((u, warm_seq[:-1].tolist(), int(warm_seq[-1])))
+    for examples, expected in ((split.cold_test, expected_cold), (split.test, expected_warm)):
+        assert len(examples) == len(expected) > 0
+        for i, (user, seen, target) in enumerate(expected):
+            assert examples.users[i] == user
+            assert examples.targets[i] == target
+            assert examples.seen(i).tolist() == seen
+            window = examples.histories[i][examples.histories[i] < split.num_items]
+            assert window.tolist() == seen[-split.max_len :]
+    assert is_cold[split.cold_test.targets].all()
+
+
+def test_random_pick_is_seeded_and_newest_needs_timestamps(prepared: Prepared) -> None:
+    ds = prepared.dataset
+    a = cold.pick_cold_items(ds, 0.2, "random", seed=3)
+    assert np.array_equal(a, cold.pick_cold_items(ds, 0.2, "random", seed=3))
+    assert not np.array_equal(a, cold.pick_cold_items(ds, 0.2, "random", seed=4))
+    interacted = ds.item_interaction_counts() > 0
+    assert len(a) == round(0.2 * interacted.sum())
+    assert interacted[
+        a
+    ].all()  # only items with interactions can be cold (others give no test case)
+    assert len(np.unique(a)) == len(a)
+    p5 = DataSource(format="p5", path=Path("/nonexistent"))
+    with pytest.raises(ValueError, match="timestamps"):
+        cold.first_interaction_times(p5, ds)
+    with pytest.raises(ValueError, match="cold_share"):
+        cold.pick_cold_items(ds, 1.5, "random", seed=0)
+    with pytest.raises(ValueError, match="weight_decay"):
+        _config(Path("/nonexistent"), "train.weight_decay=0.01")
+
+
+def test_the_basis_is_fitted_on_warm_text_only(shared_data: Path, prepared: Prepared) -> None:
+    config = _config(shared_data)
+    basis = fit_basis(config, prepared)
+    assert prepared.text_embeddings is not None
+    warm = ~_split(prepared).cold_mask()
+    scaled = prepared.text_embeddings.astype(np.float64) * config.embedding.scale
+    np.testing.assert_allclose(basis.mean, scaled[warm].mean(0), rtol=1e-6, atol=1e-6)
+    assert not np.allclose(basis.mean, scaled.mean(0), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("mode", "loss", "negatives"),
+    [("alphafuse", "infonce", "shared"), ("llminit", "ce", "shared"), ("id", "bce", "per_example")],
+)
+def test_cold_items_get_no_gradient(
+    shared_data: Path, prepared: Prepared, tmp_path: Path, mode: str, loss: str, negatives: str
+) -> None:
+    config = _config(
+        shared_data,
+        f'embedding.mode="{mode}"',
+        f'train.loss="{loss}"',
+        f'train.negatives="{negatives}"',
+        'embedding.id_init="normal"',
+        "embedding.init_std=0.1",
+    )
+    _seed_everything(config.train.seed)  # as run_experiment does before it builds the model
+    basis = fit_basis(config, prepared) if mode == "alphafuse" else None
+    initial = build_model(config, prepared, basis).items.table().detach().clone()  # (N, d)
+    run_experiment(config, tmp_path, prepared=prepared)
+    trained = build_model(config, prepared, basis)
+    trained.load_state_dict(load_file(tmp_path / "model.safetensors"))
+    table = trained.items.table().detach()
+    is_cold = torch.from_numpy(_split(prepared).cold_mask())
+    assert torch.equal(table[is_cold], initial[is_cold])  # not one bit moved
+    assert not torch.allclose(table[~is_cold], initial[~is_cold])  # while the warm rows trained
+    if mode == "alphafuse":  # ID part exactly zero: the row is its text's projection alone
+        assert torch.equal(
+            trained.items.id_table()[is_cold], torch.zeros_like(trained.items.id_table()[is_cold])
+        )  # type: ignore[operator]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["cold_items"]
+    assert set(metrics["cold"]) == {"HR@10", "HR@20", "NDCG@10", "NDCG@20"}
+    assert ("remedy_expected_id" in metrics) == (mode == "alphafuse")
+    if (
+        mode == "alphafuse"
+    ):  # the remedy moves cold rows only, by one shared vector: the trained rows' mean ID
+        split = _split(prepared)
+        remedy = cold.expected_id_scorer(trained, split)
+        hist = split.cold_test.histories[:4]
+        user = trained.user_vectors(torch.from_numpy(hist))  # (4, d)
+        shift = trained.items.id_table()[trained.items.id_keep[:-1].bool()].mean(0)  # type: ignore[operator]
+        expected = user @ table.T + (user[:, -shift.shape[0] :] @ shift)[:, None] * is_cold[None, :]
+        torch.testing.assert_close(remedy(hist), expected.detach(), rtol=1e-4, atol=1e-4)
+    else:
+        with pytest.raises(ValueError, match="AlphaFuse"):
+            cold.expected_id_scorer(trained, _split(prepared))
+    assert (tmp_path / cold.HELD_OUT_FILE).is_file()
+
+
+def test_sample_negatives_stays_in_its_pool() -> None:
+    pool = torch.tensor([3, 5, 8, 13])
+    targets = torch.tensor([3, 5, 8, 13, 3])
+    neg = sample_negatives(targets, 20, 50, torch.Generator().manual_seed(0), pool=pool)
+    assert torch.isin(neg, pool).all()
+    assert not (neg == targets[:, None]).any()
+
+
+def test_metrics_popularity_and_text_knn(prepared: Prepared) -> None:
+    split = _split(prepared)
+    assert prepared.text_embeddings is not None
+    pop = cold.evaluate_cold_items(popularity_scorer(split), split)
+    assert pop["cold"]["HR@20"] == 0.0
+    assert pop["surface_rate"] == 0.0
+    plain = ev.evaluate_full(
+        popularity_scorer(split), split.test, split.num_items, mask_history=True, ks=(10, 20)
+    )
+    assert pop["warm"] == plain.metrics  # the warm figures are ordinary masked full ranking
+    knn = cold.evaluate_cold_items(text_knn_scorer(prepared.text_embeddings), split)
+    assert knn["cold"]["NDCG@10"] > 0.0
+    assert knn["surface_rate"] > 0.0
+    assert knn["cases"] == {"cold": len(split.cold_test), "warm": len(split.test)}
+    is_cold = torch.from_numpy(split.cold_mask()).float()
+
+    def cold_first(histories: np.ndarray) -> torch.Tensor:  # type: ignore[type-arg]
+        return is_cold.expand(len(histories), -1) + 1e-3 * torch.rand(len(histories), len(is_cold))
+
+    boosted = cold.evaluate_cold_items(cold_first, split)
+    assert boosted["surface_rate"] == 1.0
+    assert boosted["cold_slot_share"] == 1.0
+    assert boosted["cold"]["HR@20"] > pop["cold"]["HR@20"]
