@@ -42,9 +42,10 @@ from training.data.readers import load_dataset
 from training.data.splits import cold_start_users, leave_one_out
 from training.embeddings import build_item_embedding
 from training.groups import group_masks, metrics_by_group
+from training.models.dreamrec import DreamRec, DreamRecEncoder, dreamrec_config
 from training.models.sasrec import SASRec, SASRecConfig
 from training.plots import plot_group_metrics, plot_validation_curve
-from training.recommender import LossConfig, SequentialRecommender, sample_negatives
+from training.recommender import LossConfig, Recommender, SequentialRecommender, sample_negatives
 from training.sampled import evaluate_sampled, sample_candidates
 from training.text_embeddings import embed_item_texts
 
@@ -116,7 +117,7 @@ def fit_basis(config: ExperimentConfig, prepared: Prepared) -> SemanticBasis:
 
 def build_model(
     config: ExperimentConfig, prepared: Prepared, basis: SemanticBasis | None
-) -> SequentialRecommender:
+) -> Recommender:
     emb, split = config.embedding, prepared.split
     seen = split.train_sequences.item_interaction_counts() > 0 if emb.zero_unseen_ids else None
     items = build_item_embedding(
@@ -130,6 +131,8 @@ def build_model(
         seen=seen,
     )
     m = config.model
+    if m.name == "dreamrec":
+        return DreamRec(items, DreamRecEncoder(dreamrec_config(config, split.max_len)))
     encoder = SASRec(
         SASRecConfig(
             dim=emb.dim,
@@ -213,7 +216,7 @@ class _TrainLoop:
         self,
         config: ExperimentConfig,
         split: Split,
-        model: SequentialRecommender,
+        model: Recommender,
         device: torch.device,
         run_dir: Path,
     ) -> None:
@@ -354,7 +357,7 @@ class _TrainLoop:
 
 
 def _score_fn(
-    model: SequentialRecommender, device: torch.device
+    model: Recommender, device: torch.device
 ) -> Callable[[NDArray[np.int64]], torch.Tensor]:
     table = model.items.table().detach()  # (N, d), once per evaluation
 
@@ -367,7 +370,7 @@ def _score_fn(
 
 @torch.no_grad()
 def _full_metrics(
-    model: SequentialRecommender,
+    model: Recommender,
     examples: Examples,
     num_items: int,
     device: torch.device,
@@ -389,7 +392,7 @@ def _full_metrics(
 def _test_metrics(
     config: ExperimentConfig,
     prepared: Prepared,
-    model: SequentialRecommender,
+    model: Recommender,
     device: torch.device,
 ) -> dict[str, Any]:
     """Test once: full ranking (history kept and masked), sampled 1+100, head/tail groups."""
