@@ -1,8 +1,15 @@
-"""Recommendation quality: SASRec x {id, llminit, alphafuse} x seeds on the real datasets.
+"""Recommendation quality: {SASRec, DreamRec} x {id, llminit, alphafuse} x seeds on the real datasets.
 
     .venv/bin/python benchmarks/quality.py                       # all datasets, 3 seeds
     .venv/bin/python benchmarks/quality.py --datasets ml-100k --seeds 0
     .venv/bin/python benchmarks/quality.py --report              # the table of the committed results
+    .venv/bin/python benchmarks/quality.py --protocol cold_start_users --models sasrec dreamrec \
+        --datasets amazon14-beauty --modes id alphafuse --set dreamrec:train.max_epochs=2
+
+Configs: ``<dataset>.toml`` (leave-one-out, SASRec); under ``--protocol cold_start_users``
+``<dataset>-coldstart.toml`` (SASRec) and ``<dataset>-dreamrec.toml`` (DreamRec). ``--set KEY=VALUE`` applies
+to every model, ``--set MODEL:KEY=VALUE`` to one. ``--keep-runs DIR`` keeps each run directory (for
+benchmarks/dreamrec_steps.py).
 
 Each finished run is appended to benchmarks/results/quality.json at once (one JSON object per run), and runs
 already in the file are skipped, so an interrupted benchmark continues where it stopped. The table at the end
@@ -28,6 +35,31 @@ CONFIGS = REPO / "training" / "configs"
 RESULTS = REPO / "benchmarks" / "results" / "quality.json"
 DATASETS = ["ml-100k", "amazon14-beauty", "amazon14-sports", "yelp"]
 MODES = ["id", "llminit", "alphafuse"]
+MODELS = ["sasrec", "dreamrec"]
+
+
+def config_path(dataset: str, protocol: str, model: str) -> Path:
+    """The config file of a (dataset, protocol, model) cell."""
+    if model == "dreamrec":
+        return CONFIGS / f"{dataset}-dreamrec.toml"
+    return CONFIGS / (
+        f"{dataset}-coldstart.toml" if protocol == "cold_start_users" else f"{dataset}.toml"
+    )
+
+
+def model_overrides(overrides: list[str], model: str) -> list[str]:
+    """``KEY=VALUE`` for every model plus ``<model>:KEY=VALUE`` for this one."""
+    out = []
+    for item in overrides:
+        head, sep, rest = item.partition(":")
+        if sep and head in MODELS and "=" not in head:
+            if head == model:
+                out.append(rest)
+        else:
+            out.append(item)
+    return out
+
+
 KEYS = ["HR@10", "NDCG@10", "HR@20", "NDCG@20"]
 
 
@@ -42,22 +74,29 @@ def main() -> None:
         return
     done = {(r["dataset"], r["protocol"], r["model"], r["embedding"], r["seed"]) for r in results}
     for dataset in args.datasets:
-        base = load_config(CONFIGS / f"{dataset}.toml", args.overrides)
-        prepared = None
-        for mode in args.modes:
-            for seed in args.seeds:
-                key = (dataset, base.data.protocol, "sasrec", mode, seed)
-                if key in done:
-                    continue
-                config = load_config(
-                    CONFIGS / f"{dataset}.toml",
-                    [*args.overrides, f'embedding.mode="{mode}"', f"train.seed={seed}"],
-                )
-                prepared = prepared or prepare(config, with_text=True)
-                with tempfile.TemporaryDirectory() as tmp:
-                    m = run_experiment(config, Path(tmp), prepared=prepared).metrics
-                results.append({**_record(key, m), "overrides": args.overrides})
-                _save(args.out, results)
+        for model in args.models:
+            path = config_path(dataset, args.protocol, model)
+            overrides = model_overrides(args.overrides, model)
+            base = load_config(path, overrides)
+            if base.data.protocol != args.protocol or base.model.name != model:
+                raise ValueError(f"{path}: not a {model} config under {args.protocol}")
+            prepared = None
+            for mode in args.modes:
+                for seed in args.seeds:
+                    key = (dataset, base.data.protocol, model, mode, seed)
+                    if key in done:
+                        continue
+                    config = load_config(
+                        path, [*overrides, f'embedding.mode="{mode}"', f"train.seed={seed}"]
+                    )
+                    prepared = prepared or prepare(config, with_text=True)
+                    with tempfile.TemporaryDirectory() as tmp:
+                        run_dir = Path(tmp)
+                        if args.keep_runs:
+                            run_dir = args.keep_runs / f"{dataset}-{model}-{mode}-s{seed}"
+                        m = run_experiment(config, run_dir, prepared=prepared).metrics
+                    results.append({**_record(key, m), "overrides": overrides})
+                    _save(args.out, results)
     print(format_table(results))
 
 
@@ -82,17 +121,18 @@ def _record(key: tuple[str, str, str, str, int], m: dict[str, Any]) -> dict[str,
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
-    """Mean +- std over seeds per (dataset, embedding), plus tail-item NDCG@10."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    """Mean +- std over seeds per (dataset, protocol, model, embedding), plus tail-item NDCG@10."""
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for r in results:
-        groups.setdefault((r["dataset"], r["embedding"]), []).append(r)
+        key = (r["dataset"], r.get("protocol", "leave_one_out"), r["model"], r["embedding"])
+        groups.setdefault(key, []).append(r)
     header = (
-        f"{'dataset':<16} {'embedding':<10} {'seeds':>5} "
+        f"{'dataset':<16} {'protocol':<16} {'model':<9} {'embedding':<10} {'seeds':>5} "
         + " ".join(f"{k:>15}" for k in [*KEYS, "tail NDCG@10"])
         + f" {'params':>9} {'seq/s':>7}"
     )
     lines = [header, "-" * len(header)]
-    for (dataset, mode), runs in groups.items():
+    for (dataset, protocol, model, mode), runs in groups.items():
         cells = []
         for k in KEYS:
             v = np.array([r["metrics"][k] for r in runs])
@@ -101,7 +141,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
         cells.append(f"{tail.mean():.4f}±{tail.std():.4f}")
         sps = np.mean([r["sequences_per_second"] for r in runs])
         lines.append(
-            f"{dataset:<16} {mode:<10} {len(runs):>5} "
+            f"{dataset:<16} {protocol:<16} {model:<9} {mode:<10} {len(runs):>5} "
             + " ".join(f"{c:>15}" for c in cells)
             + f" {runs[0]['trainable_params']:>9} {sps:>7.0f}"
         )
@@ -125,6 +165,11 @@ def _args() -> argparse.Namespace:
     )
     p.add_argument("--datasets", nargs="+", default=DATASETS)
     p.add_argument("--modes", nargs="+", default=MODES)
+    p.add_argument("--models", nargs="+", default=["sasrec"], choices=MODELS)
+    p.add_argument(
+        "--protocol", default="leave_one_out", choices=["leave_one_out", "cold_start_users"]
+    )
+    p.add_argument("--keep-runs", type=Path, default=None, help="keep run directories here")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", type=Path, default=RESULTS)
