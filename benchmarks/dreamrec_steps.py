@@ -47,6 +47,8 @@ def main() -> None:
     settings: list[tuple[str, int]] = [("ddim", s) for s in args.steps] + [("ancestral", 0)]
     rows: list[dict[str, Any]] = []
     for run_dir in args.runs:
+        while args.wait and not (run_dir / "metrics.json").exists():
+            time.sleep(10)  # the run is still training (benchmarks/quality.py --keep-runs)
         rows.extend(_sweep(run_dir, settings, args.repeats))
         _save(args.out, _summary(rows, args))
     summary = _summary(rows, args)
@@ -233,6 +235,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--tolerance", type=float, default=0.02)
     p.add_argument("--budget-ms", type=float, default=2.0)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--wait", action="store_true", help="wait for each run's metrics.json")
     return p.parse_args()
 
 
