@@ -1,15 +1,23 @@
-"""Recommendation quality: SASRec x {id, llminit, alphafuse} and LLM-ESR x seeds on the real datasets.
+"""Recommendation quality: {SASRec, DreamRec} x {id, llminit, alphafuse} and LLM-ESR x seeds on the real datasets.
 
     .venv/bin/python benchmarks/quality.py                       # all datasets, 3 seeds
     .venv/bin/python benchmarks/quality.py --datasets ml-100k --seeds 0
     .venv/bin/python benchmarks/quality.py --report              # the table of the committed results
-    .venv/bin/python benchmarks/quality.py --long-tail --models id llminit llmesr alphafuse \
+    .venv/bin/python benchmarks/quality.py --protocol cold_start_users --models sasrec dreamrec \
+        --datasets amazon14-beauty --modes id alphafuse --set dreamrec:train.max_epochs=2
+
+Configs: ``<dataset>.toml`` (leave-one-out, SASRec); under ``--protocol cold_start_users``
+``<dataset>-coldstart.toml`` (SASRec) and ``<dataset>-dreamrec.toml`` (DreamRec). ``--set KEY=VALUE`` applies
+to every model, ``--set MODEL:KEY=VALUE`` to one. ``--keep-runs DIR`` keeps each run directory (for
+benchmarks/dreamrec_steps.py).
+
+    .venv/bin/python benchmarks/quality.py --long-tail --models sasrec llmesr --modes id llminit alphafuse \
         --datasets amazon14-beauty --out benchmarks/results/quality_long_tail.json
 
 ``--long-tail`` evaluates with LLM-ESR's protocol (sampled 1+100, HR/NDCG@10, four head/tail groups,
-``eval.protocol = "long_tail"``) and its table shows every group. ``llmesr`` runs LLM-ESR with the
-paper's architecture settings (LLMESR_SETTINGS); the training objective comes from the dataset config
-unless ``--set`` overrides it.
+``eval.protocol = "long_tail"``) and its table shows every group. ``llmesr`` runs LLM-ESR (one run per seed,
+``--modes`` does not apply) with the paper's architecture settings (LLMESR_SETTINGS) on the dataset's SASRec
+config; the training objective comes from that config unless ``--set`` overrides it.
 
 Each finished run is appended to benchmarks/results/quality.json at once (one JSON object per run), and runs
 already in the file are skipped, so an interrupted benchmark continues where it stopped. The table at the end
@@ -35,17 +43,41 @@ CONFIGS = REPO / "training" / "configs"
 RESULTS = REPO / "benchmarks" / "results" / "quality.json"
 DATASETS = ["ml-100k", "amazon14-beauty", "amazon14-sports", "yelp"]
 MODES = ["id", "llminit", "alphafuse"]
-KEYS = ["HR@10", "NDCG@10", "HR@20", "NDCG@20"]
+MODELS = ["sasrec", "dreamrec", "llmesr"]
 GROUPS = ["overall", "tail_item", "head_item", "tail_user", "head_user"]
 # LLM-ESR's architecture defaults (ALGORITHMS.md §4, §8): 2 blocks, dropout 0.5, its own ID init
 LLMESR_SETTINGS = [
-    'model.name="llmesr"',
     'embedding.mode="llminit"',
     "model.num_blocks=2",
     "model.dropout=0.5",
     # encoding one prompt per user costs ~4 min per 256 users on these CPUs: mean item vectors instead
     'model.llmesr.user_text="mean_items"',
 ]
+
+
+def config_path(dataset: str, protocol: str, model: str) -> Path:
+    """The config file of a (dataset, protocol, model) cell."""
+    if model == "dreamrec":
+        return CONFIGS / f"{dataset}-dreamrec.toml"  # llmesr: the SASRec config + LLMESR_SETTINGS
+    return CONFIGS / (
+        f"{dataset}-coldstart.toml" if protocol == "cold_start_users" else f"{dataset}.toml"
+    )
+
+
+def model_overrides(overrides: list[str], model: str) -> list[str]:
+    """``KEY=VALUE`` for every model plus ``<model>:KEY=VALUE`` for this one."""
+    out = []
+    for item in overrides:
+        head, sep, rest = item.partition(":")
+        if sep and head in MODELS and "=" not in head:
+            if head == model:
+                out.append(rest)
+        else:
+            out.append(item)
+    return out
+
+
+KEYS = ["HR@10", "NDCG@10", "HR@20", "NDCG@20"]
 
 
 def main() -> None:
@@ -58,25 +90,32 @@ def main() -> None:
         print(format_table(results))
         return
     done = {_key(r) for r in results}
-    overrides = [*args.overrides, *(['eval.protocol="long_tail"'] if args.long_tail else [])]
+    long_tail = ['eval.protocol="long_tail"'] if args.long_tail else []
     for dataset in args.datasets:
-        base = load_config(CONFIGS / f"{dataset}.toml", overrides)
-        prepared = None
-        for mode in args.modes:
-            model = "llmesr" if mode == "llmesr" else "sasrec"
-            extra = LLMESR_SETTINGS if mode == "llmesr" else [f'embedding.mode="{mode}"']
-            for seed in args.seeds:
-                key = (dataset, base.data.protocol, base.eval.protocol, model, mode, seed)
-                if key in done:
-                    continue
-                config = load_config(
-                    CONFIGS / f"{dataset}.toml", [*overrides, *extra, f"train.seed={seed}"]
-                )
-                prepared = prepared or prepare(config, with_text=True)
-                with tempfile.TemporaryDirectory() as tmp:
-                    m = run_experiment(config, Path(tmp), prepared=prepared).metrics
-                results.append({**_record(key, m), "overrides": [*overrides, *extra]})
-                _save(args.out, results)
+        for model in args.models:
+            path = config_path(dataset, args.protocol, model)
+            overrides = [*model_overrides(args.overrides, model), *long_tail]
+            if model == "llmesr":
+                overrides = ['model.name="llmesr"', *LLMESR_SETTINGS, *overrides]
+            base = load_config(path, overrides)
+            if base.data.protocol != args.protocol or base.model.name != model:
+                raise ValueError(f"{path}: not a {model} config under {args.protocol}")
+            prepared = None
+            for mode in ["llmesr"] if model == "llmesr" else args.modes:
+                for seed in args.seeds:
+                    key = (dataset, base.data.protocol, base.eval.protocol, model, mode, seed)
+                    if key in done:
+                        continue
+                    chosen = [] if model == "llmesr" else [f'embedding.mode="{mode}"']
+                    config = load_config(path, [*overrides, *chosen, f"train.seed={seed}"])
+                    prepared = prepared or prepare(config, with_text=True)
+                    with tempfile.TemporaryDirectory() as tmp:
+                        run_dir = Path(tmp)
+                        if args.keep_runs:
+                            run_dir = args.keep_runs / f"{dataset}-{model}-{mode}-s{seed}"
+                        m = run_experiment(config, run_dir, prepared=prepared).metrics
+                    results.append({**_record(key, m), "overrides": [*overrides, *chosen]})
+                    _save(args.out, results)
     print(format_table(results))
 
 
@@ -137,19 +176,20 @@ def format_long_tail_table(results: list[dict[str, Any]]) -> str:
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
-    """Mean +- std over seeds per (dataset, embedding), plus tail-item NDCG@10."""
+    """Mean +- std over seeds per (dataset, protocol, model, embedding), plus tail-item NDCG@10."""
     if any(r.get("eval_protocol") == "long_tail" for r in results):
         return format_long_tail_table(results)
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for r in results:
-        groups.setdefault((r["dataset"], r["embedding"]), []).append(r)
+        key = (r["dataset"], r.get("protocol", "leave_one_out"), r["model"], r["embedding"])
+        groups.setdefault(key, []).append(r)
     header = (
-        f"{'dataset':<16} {'embedding':<10} {'seeds':>5} "
+        f"{'dataset':<16} {'protocol':<16} {'model':<9} {'embedding':<10} {'seeds':>5} "
         + " ".join(f"{k:>15}" for k in [*KEYS, "tail NDCG@10"])
         + f" {'params':>9} {'seq/s':>7}"
     )
     lines = [header, "-" * len(header)]
-    for (dataset, mode), runs in groups.items():
+    for (dataset, protocol, model, mode), runs in groups.items():
         cells = []
         for k in KEYS:
             v = np.array([r["metrics"][k] for r in runs])
@@ -158,7 +198,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
         cells.append(f"{tail.mean():.4f}±{tail.std():.4f}")
         sps = np.mean([r["sequences_per_second"] for r in runs])
         lines.append(
-            f"{dataset:<16} {mode:<10} {len(runs):>5} "
+            f"{dataset:<16} {protocol:<16} {model:<9} {mode:<10} {len(runs):>5} "
             + " ".join(f"{c:>15}" for c in cells)
             + f" {runs[0]['trainable_params']:>9} {sps:>7.0f}"
         )
@@ -181,10 +221,13 @@ def _args() -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--datasets", nargs="+", default=DATASETS)
+    p.add_argument("--modes", nargs="+", default=MODES)
+    p.add_argument("--models", nargs="+", default=["sasrec"], choices=MODELS)
     p.add_argument(
-        "--modes", "--models", nargs="+", default=MODES, help="id, llminit, alphafuse, llmesr"
+        "--protocol", default="leave_one_out", choices=["leave_one_out", "cold_start_users"]
     )
     p.add_argument("--long-tail", action="store_true", help="LLM-ESR's long-tail protocol")
+    p.add_argument("--keep-runs", type=Path, default=None, help="keep run directories here")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", type=Path, default=RESULTS)

@@ -31,7 +31,7 @@ from training.checkpoint import load_run
 from training.cold_items import ColdItemSplit
 from training.config import ExperimentConfig
 from training.data.dataset import Examples
-from training.recommender import SequentialRecommender
+from training.recommender import Recommender
 from training.train import Prepared, prepare
 
 __all__ = ["REPLAY_K", "replay_cold_items"]
@@ -140,7 +140,7 @@ def _at_k(ranks: NDArray[np.int64]) -> dict[str, float]:
 
 @torch.no_grad()
 def _offline(
-    model: SequentialRecommender, examples: Examples, num_items: int
+    model: Recommender, examples: Examples, num_items: int
 ) -> tuple[dict[str, float], NDArray[np.float32]]:
     """The trainer's figures on ``examples`` (full ranking, history masked) and (n,) each target's score."""
     table = model.items.table().detach()  # (N, d)

@@ -151,7 +151,7 @@ def _write_artifact(
         schema_version=SCHEMA_VERSION,
         version=version,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
-        model_kind="sasrec",
+        model_kind=config.model.name,
         embedding_mode=mode,
         dims=_dims(run, table.shape[1], text),
         num_items=len(run.item_ids),

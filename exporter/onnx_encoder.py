@@ -22,12 +22,16 @@ from numpy.typing import NDArray
 from torch import nn
 from torch.jit._trace import TracerWarning
 
+from training.models.dreamrec import DreamRecEncoder
 from training.models.sasrec import SASRec
+
+UserEncoder = SASRec | DreamRecEncoder
 
 __all__ = [
     "INPUT_NAMES",
     "OPSET",
     "OUTPUT_NAME",
+    "UserEncoder",
     "encoder_parity",
     "export_user_encoder",
     "ignore_export_warnings",
@@ -42,9 +46,10 @@ OPSET = 17
 
 
 class _UserEncoder(nn.Module):
-    """``SASRec.encode`` as a module with positional inputs, which is what the exporter traces."""
+    """``encode`` (SASRec's, or DreamRec's whole guided DDIM sampler) as a module with positional inputs,
+    which is what the exporter traces."""
 
-    def __init__(self, encoder: SASRec) -> None:
+    def __init__(self, encoder: UserEncoder) -> None:
         super().__init__()
         self.encoder = encoder
 
@@ -52,12 +57,20 @@ class _UserEncoder(nn.Module):
         return self.encoder.encode(item_emb, mask)  # (B, L, d), (B, L) -> (B, d)
 
 
-def export_user_encoder(encoder: SASRec, path: Path) -> None:
+def export_user_encoder(encoder: UserEncoder, path: Path) -> None:
     """Write ``encoder`` as ONNX to ``path`` (eval mode; the module's training flag is restored).
 
+    A DreamRec encoder is traced with its DDIM sampler unrolled: ``steps`` guided denoiser calls from its fixed
+    initial point, one graph with the same inputs and output as SASRec's.
+
     Raises:
-        ValueError: the encoder's parameters are not all on the CPU.
+        ValueError: the encoder's parameters are not all on the CPU, or a DreamRec encoder does not use the
+            deterministic DDIM sampler.
     """
+    if isinstance(encoder, DreamRecEncoder) and encoder.sampler != "ddim":
+        raise ValueError(
+            f"only the deterministic DDIM sampler is exported, the encoder uses {encoder.sampler!r}"
+        )
     devices = {p.device.type for p in encoder.parameters()}
     if devices != {"cpu"}:
         raise ValueError(f"export the encoder from the CPU, its parameters are on {devices}")
@@ -99,7 +112,7 @@ def ort_session(path: Path, threads: int = 1) -> ort.InferenceSession:
 
 
 def encoder_parity(
-    model: SASRec,
+    model: UserEncoder,
     onnx_path: Path,
     item_emb: NDArray[np.float32],
     mask: NDArray[np.bool_],

@@ -24,8 +24,9 @@ from core.alphafuse import SemanticBasis, load_basis
 from training.config import ExperimentConfig
 from training.embeddings import AlphaFuseEmbedding, IDEmbedding, ItemEmbedding
 from training.llmesr_setup import build_llmesr_model
+from training.models.dreamrec import DreamRec, DreamRecEncoder, dreamrec_config
 from training.models.sasrec import SASRec, SASRecConfig
-from training.recommender import LossConfig, SequentialRecommender
+from training.recommender import LossConfig, Recommender, SequentialRecommender
 
 __all__ = ["LoadedRun", "load_run"]
 
@@ -52,7 +53,7 @@ class LoadedRun:
 
     config: ExperimentConfig
     item_ids: list[str]
-    model: SequentialRecommender
+    model: Recommender
     basis: SemanticBasis | None
     popularity: NDArray[np.int64] | None
 
@@ -84,6 +85,7 @@ def load_run(run_dir: Path, device: str | torch.device = "cpu") -> LoadedRun:
     if not weights.is_file():
         raise ValueError(f"{weights}: missing (the run never finished a validation)")
     state = load_file(weights)
+    model: Recommender
     if config.model.name == "llmesr":
         model = _empty_llmesr(weights, config, len(item_ids), state)
     else:
@@ -96,7 +98,7 @@ def load_run(run_dir: Path, device: str | torch.device = "cpu") -> LoadedRun:
 
 def _empty_model(
     config: ExperimentConfig, num_items: int, basis: SemanticBasis | None
-) -> SequentialRecommender:
+) -> Recommender:
     """The run's modules with placeholder weights of the trained shapes."""
     emb, m, t = config.embedding, config.model, config.train
     items: ItemEmbedding
@@ -105,6 +107,8 @@ def _empty_model(
         items = AlphaFuseEmbedding(language, basis.null_dim)
     else:
         items = IDEmbedding(num_items, emb.dim)
+    if m.name == "dreamrec":
+        return DreamRec(items, DreamRecEncoder(dreamrec_config(config, config.data.max_len)))
     encoder = SASRec(
         SASRecConfig(
             dim=emb.dim,

@@ -34,7 +34,7 @@ from training.data.dataset import Examples, SequenceDataset, Split
 from training.data.readers import DataSource
 from training.data.splits import leave_one_out, window_examples
 from training.embeddings import AlphaFuseEmbedding
-from training.recommender import SequentialRecommender
+from training.recommender import Recommender
 
 __all__ = [
     "COLD_KS",
@@ -355,7 +355,7 @@ def evaluate_cold_items(
     }
 
 
-def expected_id_scorer(model: SequentialRecommender, split: ColdItemSplit) -> ScoreFn:
+def expected_id_scorer(model: Recommender, split: ColdItemSplit) -> ScoreFn:
     """AlphaFuse with the remedy "expected ID part": each cold row gets the mean ID part of the trained items.
 
     A cold item's ID part is unknown, not zero; its expectation over the items that were trained (rows whose ID part
@@ -386,7 +386,7 @@ def expected_id_scorer(model: SequentialRecommender, split: ColdItemSplit) -> Sc
 
 
 def cold_item_metrics(
-    model: SequentialRecommender, split: ColdItemSplit, score_fn: ScoreFn, batch_size: int
+    model: Recommender, split: ColdItemSplit, score_fn: ScoreFn, batch_size: int
 ) -> dict[str, Any]:
     """`evaluate_cold_items` of a trained model; AlphaFuse also gets ``remedy_expected_id`` (`expected_id_scorer`)."""
     result = evaluate_cold_items(score_fn, split, batch_size)

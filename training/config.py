@@ -60,6 +60,18 @@ class EmbeddingConfig(_Section):
         description="hold the ID rows of items absent from training at zero (honest cold items)",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _threshold_replaces_default_null_dim(cls, data: Any) -> Any:
+        # TOML has no null: a config that sets null_threshold and not null_dim means "no fixed null_dim"
+        if (
+            isinstance(data, dict)
+            and data.get("null_threshold") is not None
+            and "null_dim" not in data
+        ):
+            return {**data, "null_dim": None}
+        return data
+
     @model_validator(mode="after")
     def _one_null_rule(self) -> EmbeddingConfig:
         if self.mode == "alphafuse" and (self.null_dim is None) == (self.null_threshold is None):
@@ -89,11 +101,32 @@ class LLMESRSettings(_Section):
 
 
 class ModelConfig(_Section):
-    name: Literal["sasrec", "llmesr"] = "sasrec"
+    name: Literal["sasrec", "dreamrec", "llmesr"] = "sasrec"
     num_blocks: int = Field(1, ge=1)
     num_heads: int = Field(1, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     llmesr: LLMESRSettings = LLMESRSettings()
+
+
+class DiffusionConfig(_Section):
+    """DreamRec's diffusion process and sampler (``model.name = "dreamrec"`` only)."""
+
+    timesteps: int = Field(2000, ge=1)
+    schedule: Literal["linear", "cosine", "exp", "sqrt"] = "linear"
+    beta_start: float = Field(1e-4, gt=0, lt=1)
+    beta_end: float = Field(0.02, gt=0, lt=1)
+    p_uncond: float = Field(0.1, ge=0, lt=1, description="classifier-free-guidance dropout")
+    w: float = Field(5.0, ge=0, description="guidance weight")
+    sampler: Literal["ddim", "ancestral"] = "ddim"
+    steps: int = Field(20, ge=1, description="DDIM network calls (evaluation and the ONNX graph)")
+    init_noise: Literal["zeros", "seeded"] = "zeros"
+    noise_seed: int = 0
+
+    @model_validator(mode="after")
+    def _steps_within_t(self) -> DiffusionConfig:
+        if self.steps > self.timesteps:
+            raise ValueError(f"diffusion: steps={self.steps} > timesteps={self.timesteps}")
+        return self
 
 
 class TrainConfig(_Section):
@@ -137,6 +170,7 @@ class ExperimentConfig(_Section):
     text: TextEmbeddingConfig = TextEmbeddingConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
     model: ModelConfig = ModelConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
 

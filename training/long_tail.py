@@ -24,7 +24,7 @@ from training.config import EvalConfig, ExperimentConfig
 from training.data.dataset import Examples, SequenceDataset
 from training.evaluate import EvalResult, IntArray, PairedEvalResult
 from training.groups import group_masks, metrics_by_group, pareto_thresholds
-from training.recommender import SequentialRecommender
+from training.recommender import Recommender
 from training.sampled import evaluate_sampled, sample_candidates
 
 __all__ = ["LLMESR_THRESHOLDS", "SampledEvaluator", "long_tail_metrics", "resolve_thresholds"]
@@ -85,7 +85,7 @@ class SampledEvaluator:
     @torch.no_grad()
     def __call__(
         self,
-        model: SequentialRecommender,
+        model: Recommender,
         device: torch.device,
         batch_size: int = 1024,
         ks: tuple[int, ...] = (10, 20),

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.embeddings import ItemEmbedding
+from training.models.dreamrec import DreamRec
 from training.models.sasrec import SASRec
 
-__all__ = ["LossConfig", "SequentialRecommender", "sample_negatives"]
+__all__ = ["LossConfig", "Recommender", "SequentialRecommender", "sample_negatives"]
 
 LossName = Literal["infonce", "bce", "ce"]
 
@@ -153,3 +154,7 @@ class SequentialRecommender(nn.Module):
         pos_loss = F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit))
         neg_loss = F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits))
         return pos_loss + neg_loss
+
+
+Recommender = SequentialRecommender | DreamRec
+"""Any model the trainer, evaluation and exporter accept: ``items``, ``user_vectors``, ``loss``."""

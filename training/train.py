@@ -45,9 +45,10 @@ from training.embeddings import build_item_embedding
 from training.groups import group_masks, metrics_by_group
 from training.llmesr_setup import build_llmesr_model
 from training.long_tail import SampledEvaluator, long_tail_metrics
+from training.models.dreamrec import DreamRec, DreamRecEncoder, dreamrec_config
 from training.models.sasrec import SASRec, SASRecConfig
 from training.plots import plot_group_metrics, plot_validation_curve
-from training.recommender import LossConfig, SequentialRecommender, sample_negatives
+from training.recommender import LossConfig, Recommender, SequentialRecommender, sample_negatives
 from training.sampled import evaluate_sampled, sample_candidates
 from training.text_embeddings import embed_item_texts
 
@@ -128,7 +129,7 @@ def fit_basis(config: ExperimentConfig, prepared: Prepared) -> SemanticBasis:
 
 def build_model(
     config: ExperimentConfig, prepared: Prepared, basis: SemanticBasis | None
-) -> SequentialRecommender:
+) -> Recommender:
     if config.model.name == "llmesr":  # its own item views and encoder: training/llmesr_setup.py
         split = prepared.split
         return build_llmesr_model(config, prepared.text_embeddings, split.max_len, split)
@@ -146,6 +147,8 @@ def build_model(
         fit_rows=cold.warm_rows(split),
     )
     m = config.model
+    if m.name == "dreamrec":
+        return DreamRec(items, DreamRecEncoder(dreamrec_config(config, split.max_len)))
     encoder = SASRec(
         SASRecConfig(
             dim=emb.dim,
@@ -236,7 +239,7 @@ class _TrainLoop:
         self,
         config: ExperimentConfig,
         split: Split,
-        model: SequentialRecommender,
+        model: Recommender,
         device: torch.device,
         run_dir: Path,
     ) -> None:
@@ -396,7 +399,7 @@ class _TrainLoop:
 
 
 def _score_fn(
-    model: SequentialRecommender, device: torch.device
+    model: Recommender, device: torch.device
 ) -> Callable[[NDArray[np.int64]], torch.Tensor]:
     table = model.items.table().detach()  # (N, d), once per evaluation
 
@@ -409,7 +412,7 @@ def _score_fn(
 
 @torch.no_grad()
 def _full_metrics(
-    model: SequentialRecommender,
+    model: Recommender,
     examples: Examples,
     num_items: int,
     device: torch.device,
@@ -431,7 +434,7 @@ def _full_metrics(
 def _test_metrics(
     config: ExperimentConfig,
     prepared: Prepared,
-    model: SequentialRecommender,
+    model: Recommender,
     device: torch.device,
 ) -> dict[str, Any]:
     """Test once: full ranking (history kept and masked), sampled 1+100, head/tail groups."""

@@ -42,3 +42,15 @@ def test_unknown_keys_and_bad_values_fail_with_the_file_named(tmp_path: Path) ->
         load_config(bad)
     with pytest.raises(ValueError, match=r"section\.key=value"):
         parse_override("novalue")
+
+
+def test_null_threshold_without_null_dim_replaces_the_default(tmp_path: Path) -> None:
+    """TOML has no null: a section that sets only null_threshold gets null_dim=None, both set is an error."""
+    base = 'name = "x"\n[data]\nsource = { format = "recbole", path = "." }\n[embedding]\n'
+    path = tmp_path / "x.toml"
+    path.write_text(base + "null_threshold = 0.25\n")
+    emb = load_config(path).embedding
+    assert (emb.null_dim, emb.null_threshold) == (None, 0.25)
+    path.write_text(base + "null_threshold = 0.25\nnull_dim = 8\n")
+    with pytest.raises(ValueError, match="exactly one of null_dim or null_threshold"):
+        load_config(path)

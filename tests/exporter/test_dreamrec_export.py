@@ -1,0 +1,94 @@
+"""A DreamRec run -> an artifact whose ONNX graph is the whole guided DDIM sampler, equal to torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.artifact import open_artifact
+from exporter.export import MAX_PARITY_DIFF, export_run
+from exporter.onnx_encoder import encoder_parity, export_user_encoder, ort_session
+from training.checkpoint import load_run
+from training.config import load_config
+from training.models.dreamrec import DreamRecEncoder
+from training.train import run_experiment
+
+CONFIG = (
+    Path(__file__).resolve().parents[2] / "training" / "configs" / "amazon14-beauty-dreamrec.toml"
+)
+
+
+@pytest.fixture(scope="module")
+def dreamrec_run(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ml-100k under the DreamRec x AlphaFuse config (d = d_l = 384, null space by threshold), one short epoch."""
+    config = load_config(
+        CONFIG,
+        [
+            'data.source={format="recbole", path="' + str(shared_data / "ml-100k") + '"}',
+            "data.max_sequence_length=15",
+            "train.max_epochs=1",
+            "train.threads=1",
+            "diffusion.steps=5",
+        ],
+    )
+    run_dir = tmp_path_factory.mktemp("run-dreamrec")
+    run_experiment(config, run_dir)
+    return run_dir
+
+
+def test_dreamrec_artifact_has_its_kind_and_torch_parity(
+    dreamrec_run: Path, tmp_path: Path
+) -> None:
+    path = export_run(dreamrec_run, tmp_path / "artifacts", version="d1")
+    manifest = open_artifact(path, verify=True)
+    assert manifest.model_kind == "dreamrec"
+    assert manifest.embedding_mode == "alphafuse"
+    assert manifest.dims.d == manifest.dims.d_l == 384
+    assert 0 < manifest.dims.d_n < 384
+    assert manifest.encoder.parity_max_abs_diff <= MAX_PARITY_DIFF
+    run = load_run(dreamrec_run)
+    assert isinstance(run.model.encoder, DreamRecEncoder)
+    table = run.model.items.table().detach().numpy()
+    np.testing.assert_array_equal(np.load(path / "items.npy"), table)
+    # the graph against torch on real item rows: batch 1 and a batch, short and full histories
+    rng = np.random.default_rng(0)
+    session = ort_session(path / manifest.encoder.file)
+    for batch, length in ((1, 10), (7, 10), (3, 4)):
+        rows = rng.integers(0, len(table), size=(batch, length))
+        item_emb = table[rows].astype(np.float32)  # (B, L, d)
+        mask = np.ones((batch, length), dtype=bool)
+        mask[0, : length // 2] = False
+        item_emb[~mask] = 0.0
+        (got,) = session.run(None, {"item_emb": item_emb, "mask": mask})
+        with torch.no_grad():
+            want = run.model.encoder.encode(torch.from_numpy(item_emb), torch.from_numpy(mask))
+        np.testing.assert_allclose(got, want.numpy(), atol=MAX_PARITY_DIFF, rtol=0)
+
+
+def test_only_ddim_is_exported_and_steps_change_the_graph(
+    dreamrec_run: Path, tmp_path: Path
+) -> None:
+    encoder = load_run(dreamrec_run).model.encoder
+    assert isinstance(encoder, DreamRecEncoder)
+    table = load_run(dreamrec_run).model.items.table().detach().numpy()
+    item_emb = table[np.arange(20).reshape(2, 10)].astype(np.float32)
+    mask = np.ones((2, 10), dtype=bool)
+    outs = []
+    for steps in (1, 5):
+        encoder.steps = steps
+        export_user_encoder(encoder, tmp_path / f"s{steps}.onnx")
+        assert (
+            encoder_parity(encoder, tmp_path / f"s{steps}.onnx", item_emb, mask) <= MAX_PARITY_DIFF
+        )
+        outs.append(
+            ort_session(tmp_path / f"s{steps}.onnx").run(
+                None, {"item_emb": item_emb, "mask": mask}
+            )[0]
+        )
+    assert not np.allclose(outs[0], outs[1])
+    encoder.sampler = "ancestral"
+    with pytest.raises(ValueError, match="only the deterministic DDIM sampler"):
+        export_user_encoder(encoder, tmp_path / "anc.onnx")
