@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 MAX_PARITY_DIFF = 1e-5
 PARITY_HISTORIES = 256
+EXPORTABLE = ("sasrec", "dreamrec")  # model kinds with an artifact contract (one ONNX user encoder)
 _VERSION = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 
 
@@ -76,13 +77,16 @@ def export_run(
         make_current: point ``out_root/CURRENT`` at the new version.
 
     Raises:
-        ValueError: the version exists or is not a plain name, the run is incomplete, or the ONNX encoder differs
-            from torch by more than ``MAX_PARITY_DIFF``.
+        ValueError: the version exists or is not a plain name, the run is incomplete, the model kind is not
+            exportable, or the ONNX encoder differs from torch by more than ``MAX_PARITY_DIFF``.
     """
     run = load_run(run_dir, device="cpu")
-    if run.config.model.name != "sasrec":  # LLM-ESR is an offline baseline: no artifact contract
+    if (
+        run.config.model.name not in EXPORTABLE
+    ):  # LLM-ESR is an offline baseline: no artifact contract
         raise ValueError(
-            f"{run_dir}: model {run.config.model.name!r} cannot be exported (sasrec only)"
+            f"{run_dir}: model {run.config.model.name!r} cannot be exported "
+            f"(exportable: {', '.join(EXPORTABLE)})"
         )
     table = np.ascontiguousarray(
         run.model.items.table().detach().numpy(), dtype=np.float32
