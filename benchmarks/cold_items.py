@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from results_io import load_records, save_json
 
 from training.cold_baselines import popularity_scorer, text_knn_scorer
 from training.cold_items import ColdItemSplit, evaluate_cold_items
@@ -55,7 +56,7 @@ def main() -> None:
         level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     torch.set_num_threads(1)
-    results = _load(args.out)
+    results = load_records(args.out)
     if args.report:
         print(format_table(results))
         plot(results, PLOT)
@@ -78,7 +79,7 @@ def main() -> None:
                 prepared = prepared or prepare(config, with_text=True)
                 cold = _measure(config, prepared, model)
                 results.append(_record(key, cold, [*SETTINGS, *args.overrides]))
-                _save(args.out, results)
+                save_json(args.out, results)
     print(format_table(results))
     plot(results, PLOT)
 
@@ -210,7 +211,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 def _online(args: argparse.Namespace) -> None:
     from exporter.cold_replay import replay_cold_items
 
-    online = _load(args.online_out)
+    online = load_records(args.online_out)
     for spec in args.datasets:
         dataset, pick = _parse(spec)
         for seed in args.seeds:
@@ -223,7 +224,7 @@ def _online(args: argparse.Namespace) -> None:
                     run_dir, Path(tmp) / "artifacts", prepared=prepared, with_warm=True
                 )
             online.append({**replay, "seed": seed, "settings": [*SETTINGS, *args.overrides]})
-            _save(args.online_out, online)
+            save_json(args.online_out, online)
             print(json.dumps(replay, indent=1))
 
 
@@ -232,17 +233,6 @@ def _parse(spec: str) -> tuple[str, str]:
     if pick not in ("random", "newest"):
         raise SystemExit(f"dataset {spec!r}: expected <name>:random or <name>:newest")
     return dataset, pick
-
-
-def _load(path: Path) -> list[dict[str, Any]]:
-    return json.loads(path.read_text()) if path.exists() else []
-
-
-def _save(path: Path, results: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1) + "\n")
-    tmp.replace(path)
 
 
 def _args() -> argparse.Namespace:

@@ -15,7 +15,6 @@ Writes benchmarks/results/dreamrec_steps.json.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import tempfile
 import time
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from results_io import save_json
 
 from exporter.onnx_encoder import encoder_parity, export_user_encoder, ort_session
 from training import evaluate as ev
@@ -50,9 +50,9 @@ def main() -> None:
         while args.wait and not (run_dir / "metrics.json").exists():
             time.sleep(10)  # the run is still training (benchmarks/quality.py --keep-runs)
         rows.extend(_sweep(run_dir, settings, args.repeats))
-        _save(args.out, _summary(rows, args))
+        save_json(args.out, _summary(rows, args))
     summary = _summary(rows, args)
-    _save(args.out, summary)
+    save_json(args.out, summary)
     print(format_table(summary))
 
 
@@ -216,13 +216,6 @@ def format_table(summary: dict[str, Any]) -> str:
             )
         )
     return "\n".join(lines)
-
-
-def _save(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    tmp.replace(path)
 
 
 def _args() -> argparse.Namespace:

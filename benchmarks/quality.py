@@ -27,13 +27,13 @@ gives mean +- std over seeds of the test metrics (full ranking, the protocol's h
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from results_io import load_records, save_json
 
 from training.config import load_config
 from training.train import prepare, run_experiment
@@ -85,7 +85,7 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    results = _load(args.out)
+    results = load_records(args.out)
     if args.report:
         print(format_table(results))
         return
@@ -115,7 +115,7 @@ def main() -> None:
                             run_dir = args.keep_runs / f"{dataset}-{model}-{mode}-s{seed}"
                         m = run_experiment(config, run_dir, prepared=prepared).metrics
                     results.append({**_record(key, m), "overrides": [*overrides, *chosen]})
-                    _save(args.out, results)
+                    save_json(args.out, results)
     print(format_table(results))
 
 
@@ -203,17 +203,6 @@ def format_table(results: list[dict[str, Any]]) -> str:
             + f" {runs[0]['trainable_params']:>9} {sps:>7.0f}"
         )
     return "\n".join(lines)
-
-
-def _load(path: Path) -> list[dict[str, Any]]:
-    return json.loads(path.read_text()) if path.exists() else []
-
-
-def _save(path: Path, results: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1) + "\n")
-    tmp.replace(path)
 
 
 def _args() -> argparse.Namespace:

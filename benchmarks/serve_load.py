@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 import numpy as np
 import redis
+from results_io import save_json
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -89,8 +90,7 @@ def main() -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores; service on core 0, load on core 1",
         **results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    save_json(args.out, payload, indent=2)
     _print_table(payload)
     return 0
 

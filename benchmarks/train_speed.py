@@ -12,12 +12,12 @@ Writes benchmarks/results/train_speed.json.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 from pathlib import Path
 
 import torch
+from results_io import save_json
 
 from training.config import load_config
 from training.train import measure_throughput, prepare
@@ -65,10 +65,7 @@ def main() -> None:
         "reference_sequences_per_second": list(REFERENCE),
         "results": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    tmp.replace(args.out)
+    save_json(args.out, payload)
 
 
 if __name__ == "__main__":
