@@ -1,0 +1,195 @@
+"""The training loop: shuffled mini-batches, AdamW, validation, early stopping, resumable checkpoints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from training import cold_items as cold
+from training.config import ExperimentConfig
+from training.data.dataset import Split
+from training.files import atomic_write, write_json
+from training.long_tail import SampledEvaluator
+from training.recommender import Recommender, sample_negatives
+from training.run_metrics import full_metrics
+
+__all__ = ["TrainLoop", "cpu_state"]
+
+logger = logging.getLogger(__name__)
+
+
+class TrainLoop:
+    """Shuffled mini-batches, AdamW, validation every ``eval_every`` epochs, early stopping, checkpoints."""
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        split: Split,
+        model: Recommender,
+        device: torch.device,
+        run_dir: Path,
+    ) -> None:
+        self.config, self.split, self.model, self.device, self.run_dir = (
+            config,
+            split,
+            model,
+            device,
+            run_dir,
+        )
+        t = config.train
+        self.optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=t.lr, weight_decay=t.weight_decay
+        )
+        self.histories = torch.from_numpy(split.train.histories)
+        self.targets = torch.from_numpy(split.train.targets)
+        self.users = torch.from_numpy(split.train.users)  # (n,) for models that use them (LLM-ESR)
+        self.generator = torch.Generator().manual_seed(t.seed)
+        self.pool = cold.negative_pool(split)  # None: negatives from all N items
+        self.history: list[dict[str, float]] = []
+        self.epoch = 0
+        self.best = -1.0
+        self.best_epoch = 0
+        self.train_seconds = 0.0
+        self.sequences = 0
+        self._sampled_valid: SampledEvaluator | None = None
+
+    def run(self) -> None:
+        t = self.config.train
+        while (
+            self.epoch < t.max_epochs and self.epoch - self.best_epoch < t.patience * t.eval_every
+        ):
+            self.epoch += 1
+            loss = self.train_epoch()
+            if self.epoch % t.eval_every and self.epoch < t.max_epochs:
+                continue
+            valid = self._validate()
+            score = valid[t.select_metric]
+            self.history.append(
+                {"epoch": self.epoch, "loss": loss, **{f"valid_{k}": v for k, v in valid.items()}}
+            )
+            logger.info(
+                "epoch %d loss %.4f valid %s %.4f", self.epoch, loss, t.select_metric, score
+            )
+            if score > self.best:
+                self.best, self.best_epoch = score, self.epoch
+                atomic_write(
+                    self.run_dir / "model.safetensors",
+                    lambda p: save_file(cpu_state(self.model), str(p)),
+                )
+            self._checkpoint()
+        if not (self.run_dir / "model.safetensors").exists():
+            raise RuntimeError(f"no validation ran in {self.run_dir}; check train.eval_every")
+
+    def _validate(self) -> dict[str, float]:
+        ev_cfg, split = self.config.eval, self.split
+        if ev_cfg.protocol == "long_tail":  # LLM-ESR selects on the sampled protocol (long_tail.py)
+            if self._sampled_valid is None:
+                seed = self.config.data.split_seed + 1
+                self._sampled_valid = SampledEvaluator(
+                    split.valid, split.num_items, ev_cfg.sampled_negatives, seed
+                )
+            return self._sampled_valid(self.model, self.device, ev_cfg.batch_size).metrics
+        return full_metrics(
+            self.model,
+            split.valid,
+            split.num_items,
+            self.device,
+            ev_cfg.mask_history,
+            ev_cfg.batch_size,
+        )
+
+    def train_epoch(self) -> float:
+        t, model = self.config.train, self.model
+        model.train()
+        began = time.perf_counter()
+        order = torch.randperm(len(self.targets), generator=self.generator)
+        total, batches = 0.0, 0
+        for start in range(0, len(order), t.batch_size):
+            idx = order[start : start + t.batch_size]
+            hist = self.histories[idx].to(self.device)  # (B, L)
+            tgt = self.targets[idx].to(self.device)  # (B,)
+            neg = self._negatives(self.targets[idx])
+            neg = None if neg is None else neg.to(self.device)
+            loss = model.loss(hist, tgt, neg, users=self.users[idx].to(self.device))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            self.optimizer.step()
+            total, batches = total + loss.item(), batches + 1
+        self.train_seconds += time.perf_counter() - began
+        self.sequences += len(order)
+        return total / max(batches, 1)
+
+    def _negatives(self, targets: torch.Tensor) -> torch.Tensor | None:
+        t, n = self.config.train, self.split.num_items
+        if t.loss == "ce":
+            return None
+        if t.negatives == "shared" and self.pool is None:
+            return torch.randint(0, n, (t.num_negatives,), generator=self.generator)
+        if t.negatives == "shared":
+            assert self.pool is not None
+            draw = torch.randint(0, len(self.pool), (t.num_negatives,), generator=self.generator)
+            return self.pool[draw]
+        return sample_negatives(targets, n, t.num_negatives, self.generator, pool=self.pool)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "best_epoch": self.best_epoch,
+            "epochs": self.epoch,
+            "valid_best": self.best,
+            "train_seconds": self.train_seconds,
+            "sequences_per_second": self.sequences / max(self.train_seconds, 1e-9),
+            "trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+        }
+
+    def _checkpoint(self) -> None:
+        state = {f"model.{k}": v for k, v in cpu_state(self.model).items()}
+        opt = self.optimizer.state_dict()
+        for pid, slots in opt["state"].items():
+            for name, value in slots.items():
+                state[f"optim.{pid}.{name}"] = torch.as_tensor(value).detach().cpu().clone()
+        state["rng"] = self.generator.get_state()
+        atomic_write(self.run_dir / "last.safetensors", lambda p: save_file(state, str(p)))
+        write_json(
+            self.run_dir / "state.json",
+            {
+                "epoch": self.epoch,
+                "best": self.best,
+                "best_epoch": self.best_epoch,
+                "train_seconds": self.train_seconds,
+                "sequences": self.sequences,
+                "history": self.history,
+            },
+        )
+
+    def restore(self) -> None:
+        """Continue from ``last.safetensors`` + ``state.json`` if present."""
+        path = self.run_dir / "last.safetensors"
+        if not path.exists():
+            logger.info("nothing to resume in %s: starting fresh", self.run_dir)
+            return
+        tensors = load_file(path)
+        model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        self.model.load_state_dict(model_state)
+        opt = self.optimizer.state_dict()
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, pid, name = key.split(".", 2)
+                opt["state"].setdefault(int(pid), {})[name] = value.to(self.device)
+        self.optimizer.load_state_dict(opt)
+        self.generator.set_state(tensors["rng"])
+        state = json.loads((self.run_dir / "state.json").read_text())
+        self.epoch, self.best, self.best_epoch = state["epoch"], state["best"], state["best_epoch"]
+        self.train_seconds, self.sequences = state["train_seconds"], state["sequences"]
+        self.history = state["history"]
+        logger.info("resumed %s at epoch %d (best %.4f)", self.run_dir, self.epoch, self.best)
+
+
+def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's tensors on the CPU, contiguous, as safetensors wants them."""
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

@@ -1,0 +1,118 @@
+"""A trained model's metrics: validation (full ranking) and the one test pass of a run (every protocol's figures)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from training import cold_items as cold
+from training import evaluate as ev
+from training.config import ExperimentConfig
+from training.data.dataset import Examples
+from training.groups import group_masks, metrics_by_group
+from training.long_tail import long_tail_metrics
+from training.recommender import Recommender
+from training.sampled import evaluate_sampled, sample_candidates
+
+if TYPE_CHECKING:
+    from training.train import Prepared
+
+__all__ = ["full_metrics", "score_fn", "test_metrics"]
+
+
+def score_fn(
+    model: Recommender, device: torch.device
+) -> Callable[[NDArray[np.int64]], torch.Tensor]:
+    table = model.items.table().detach()  # (N, d), once per evaluation
+
+    def scores(histories: NDArray[np.int64]) -> torch.Tensor:
+        user = model.user_vectors(torch.from_numpy(histories).to(device))  # (B, d)
+        return (user @ table.T).float().cpu()  # (B, N)
+
+    return scores
+
+
+@torch.no_grad()
+def full_metrics(
+    model: Recommender,
+    examples: Examples,
+    num_items: int,
+    device: torch.device,
+    mask_history: bool,
+    batch_size: int,
+) -> dict[str, float]:
+    model.eval()
+    result = ev.evaluate_full(
+        score_fn(model, device),
+        examples,
+        num_items,
+        mask_history=mask_history,
+        batch_size=batch_size,
+    )
+    return result.metrics
+
+
+@torch.no_grad()
+def test_metrics(
+    config: ExperimentConfig,
+    prepared: Prepared,
+    model: Recommender,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Test once: full ranking (history kept and masked), sampled 1+100, head/tail groups."""
+    model.eval()
+    split, cfg = prepared.split, config.eval
+    paired = ev.evaluate_full(
+        score_fn(model, device),
+        split.test,
+        split.num_items,
+        mask_history="both",
+        batch_size=cfg.batch_size,
+    )
+    primary = paired.masked if cfg.mask_history else paired.unmasked
+    table = model.items.table().detach()
+
+    def candidate_scores(histories: NDArray[np.int64], cands: NDArray[np.int64]) -> torch.Tensor:
+        user = model.user_vectors(torch.from_numpy(histories).to(device))  # (B, d)
+        return torch.einsum("bd,bcd->bc", user, table[torch.from_numpy(cands).to(device)]).cpu()
+
+    candidates = sample_candidates(
+        split.test, split.num_items, cfg.sampled_negatives, seed=config.data.split_seed
+    )
+    sampled = evaluate_sampled(
+        candidate_scores, split.test, candidates, cfg.batch_size, ks=(10, 20)
+    )
+    popularity = prepared.dataset.item_user_counts()
+    masks = group_masks(
+        split.test,
+        popularity,
+        None,
+        cfg.tail_item_threshold,
+        cfg.tail_user_threshold,
+        head_share=cfg.head_share,
+    )
+    groups = metrics_by_group(primary.ranks, masks)
+    groups_sampled = metrics_by_group(sampled.ranks, masks, ks=(10,))
+    if cfg.protocol == "long_tail":  # the sampled ranks are primary; groups at its thresholds
+        return long_tail_metrics(config, prepared.dataset, split.test, sampled.ranks, paired)
+    extra = {}
+    if isinstance(split, cold.ColdItemSplit):
+        extra["cold_items"] = cold.cold_item_metrics(
+            model, split, score_fn(model, device), cfg.batch_size
+        )
+    return {
+        **extra,
+        "protocol": config.data.protocol,
+        "mask_history": cfg.mask_history,
+        "test": primary.metrics,
+        "test_unmasked": paired.unmasked.metrics,
+        "test_masked": paired.masked.metrics,
+        "test_sampled": sampled.metrics,
+        "groups": groups,
+        "groups_sampled": groups_sampled,
+        "dataset": prepared.dataset.stats(),
+    }
