@@ -102,7 +102,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--run-dir", type=Path, help="a trained run to serve (default: train one)")
     p.add_argument("--config", type=Path, default=REPO / "training/configs/amazon14-sports.toml")
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--index", default="hnsw", choices=["auto", "flat", "hnsw", "ivf"])
+    p.add_argument("--index", default="pq", choices=["auto", "flat", "pq", "hnsw", "ivf"])
     p.add_argument("--items", type=int, default=100_000, help="catalogue size after POST /items")
     p.add_argument("--users", type=int, default=5_000)
     p.add_argument("--duration", type=float, default=10.0, help="seconds per load level")

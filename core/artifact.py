@@ -84,9 +84,16 @@ class IndexSpec(_Frozen):
     """FAISS inner-product index over the item table."""
 
     file: str = "items.faiss"
-    kind: Literal["flat", "hnsw", "ivf"]
-    params: dict[str, int] = Field(default_factory=dict, description="M, ef_search, nlist, nprobe")
+    kind: Literal["flat", "pq", "hnsw", "ivf"]
+    params: dict[str, int] = Field(
+        default_factory=dict, description="M, ef_search, nlist, nprobe, pq_m, k_factor_rf"
+    )
     recall_at_10: float = Field(ge=0, le=1, description="vs exact search, measured at export")
+
+    def search_params(self) -> dict[str, int]:
+        """The search-time knobs as ``faiss.ParameterSpace`` names; ``faiss.read_index`` keeps none of them."""
+        names = {"ef_search": "efSearch", "nprobe": "nprobe", "k_factor_rf": "k_factor_rf"}
+        return {names[k]: v for k, v in self.params.items() if k in names}
 
 
 class TextEncoderSpec(_Frozen):

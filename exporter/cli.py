@@ -68,9 +68,9 @@ def add_export_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     export.add_argument("--out", type=Path, default=Path("artifacts"), help="artifact root")
     export.add_argument(
         "--index",
-        choices=["auto", "flat", "hnsw", "ivf"],
+        choices=["auto", "flat", "pq", "hnsw", "ivf"],
         default="auto",
-        help="FAISS index kind (auto: exact below --exact-threshold items, else HNSW)",
+        help="FAISS index kind (auto: exact below --exact-threshold items, else pq: PQ fast scan + exact re-scoring)",
     )
     export.add_argument("--exact-threshold", type=int, default=20_000, metavar="N")
     export.add_argument("--version", help="default: <UTC time>-<items.npy sha256 prefix>")

@@ -107,10 +107,9 @@ class ModelRuntime:
             raise ValueError(
                 f"{directory}: index holds {self.index.ntotal} items, expected {self.num_trained}"
             )
-        for name, value in manifest.index.params.items():
-            if name in ("efSearch", "ef_search", "nprobe"):
-                key = "efSearch" if name == "ef_search" else name
-                faiss.ParameterSpace().set_index_parameter(self.index, key, value)
+        for name, value in manifest.index.search_params().items():
+            faiss.ParameterSpace().set_index_parameter(self.index, name, value)
+        self.refine_factor = manifest.index.params.get("k_factor_rf")  # pq index only
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{self.version}")
         self.batcher: Batcher[Query, tuple[IntArray, FloatArray]] = Batcher(
             lambda queries: self.run(self.recommend, queries), max_batch
@@ -203,17 +202,32 @@ class ModelRuntime:
         t0 = time.perf_counter()
         ntotal = int(self.index.ntotal)
         want = min(ntotal, max(q.k + len(q.exclude) for q in queries) + len(self.dead_rows))
-        scores, found = self.index.search(users, want)  # (B, want) each
+        k = max(q.k for q in queries)
+        scores, found = self.index.search(users, want, params=self._search_params(k, want))
         out = []
         for b, q in enumerate(queries):
             rows, vals = self._filter(found[b], scores[b], q)
             while len(rows) < q.k and want < ntotal:  # rare: too much was filtered; search deeper
                 want = min(ntotal, want * 2)
-                s, f = self.index.search(users[b : b + 1], want)
+                s, f = self.index.search(
+                    users[b : b + 1], want, params=self._search_params(k, want)
+                )
                 rows, vals = self._filter(f[0], s[0], q)
             out.append((rows, vals))
         self.metrics.stage_seconds.labels("search").observe(time.perf_counter() - t0)
         return out
+
+    def _search_params(self, k: int, want: int) -> faiss.SearchParameters | None:
+        """For a pq index: re-score ``k_factor_rf * k`` candidates plus the over-fetch, not ``k_factor_rf * want``.
+
+        The refine factor was tuned for the top ``k``; scaling it by the over-fetch for excluded items (``want - k``,
+        mostly the history) would multiply the scan's candidate heap for no recall the answer keeps.
+        """
+        if self.refine_factor is None:
+            return None
+        params = faiss.IndexRefineSearchParameters()
+        params.k_factor = max(1.0, (self.refine_factor * k + want - k) / want)
+        return params
 
     def _filter(self, found: IntArray, scores: FloatArray, q: Query) -> tuple[IntArray, FloatArray]:
         keep = [

@@ -1,4 +1,4 @@
-"""exporter.index: exact search equals numpy, tuned HNSW/IVF reach recall@10 >= 0.99 on structured data."""
+"""exporter.index: exact search equals numpy, tuned PQ+refine/HNSW/IVF reach recall@10 >= 0.99 on structured data."""
 
 from __future__ import annotations
 
@@ -42,14 +42,17 @@ def test_flat_top10_equals_numpy(items: np.ndarray, held_out: np.ndarray) -> Non
     np.testing.assert_array_equal(found, _numpy_top10(items, held_out))
 
 
-@pytest.mark.parametrize(("kind", "knob"), [("hnsw", "ef_search"), ("ivf", "nprobe")])
+@pytest.mark.parametrize("kind", ["pq", "hnsw", "ivf"])
 def test_approximate_index_reaches_target_recall_and_survives_a_round_trip(
-    items: np.ndarray, held_out: np.ndarray, tmp_path: Path, kind: str, knob: str
+    items: np.ndarray, held_out: np.ndarray, tmp_path: Path, kind: str
 ) -> None:
     index, spec = build_index(items, kind=kind, queries=held_out)  # type: ignore[arg-type]
     assert spec.kind == kind
     assert spec.recall_at_10 >= 0.99
-    if kind == "hnsw":
+    if kind == "pq":
+        assert spec.params["pq_m"] == 24  # two dimensions per sub-quantiser
+        assert 4 <= spec.params["k_factor_rf"] <= 64
+    elif kind == "hnsw":
         assert spec.params["M"] == 32
         assert spec.params["ef_construction"] == 200
         assert 64 <= spec.params["ef_search"] <= 1024
@@ -58,21 +61,42 @@ def test_approximate_index_reaches_target_recall_and_survives_a_round_trip(
     # the service's way: read the file, set the recorded search parameter, search
     faiss.write_index(index, str(tmp_path / "items.faiss"))
     loaded = faiss.read_index(str(tmp_path / "items.faiss"))
-    key = "efSearch" if knob == "ef_search" else "nprobe"
-    faiss.ParameterSpace().set_index_parameter(loaded, key, spec.params[knob])
+    assert set(spec.search_params()) == {
+        {"pq": "k_factor_rf", "hnsw": "efSearch", "ivf": "nprobe"}[kind]
+    }
+    for name, value in spec.search_params().items():
+        faiss.ParameterSpace().set_index_parameter(loaded, name, value)
     _, found = loaded.search(held_out, 10)
     truth = _numpy_top10(items, held_out)
     recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)])
     assert recall >= 0.99
 
 
-def test_auto_switches_to_hnsw_at_the_threshold(items: np.ndarray) -> None:
+def test_auto_switches_to_pq_at_the_threshold(items: np.ndarray) -> None:
     small = items[:1_000]
     assert build_index(small, exact_threshold=1_001)[1].kind == "flat"
     index, spec = build_index(small, exact_threshold=1_000, num_queries=200)
-    assert spec.kind == "hnsw"
-    assert isinstance(index, faiss.IndexHNSWFlat)
+    assert spec.kind == "pq"
+    assert isinstance(index, faiss.IndexRefineFlat)
     assert index.ntotal == 1_000
+
+
+def test_items_added_to_a_pq_index_are_found_exactly(
+    items: np.ndarray, held_out: np.ndarray
+) -> None:
+    """The service adds new items to the live index: they must be searchable, with exact refined scores."""
+    index, _ = build_index(items[:5_000], kind="pq", queries=held_out)
+    new = items[5_000:]  # (1000, d)
+    index.add(new)
+    scores, found = index.search(held_out, 10)
+    kth = np.sort(held_out @ items.T, axis=1)[:, -10]  # exact 10th score over all 6000
+    assert recall_at_k(items, held_out, found, kth) >= 0.98
+    assert (found >= 5_000).any()  # new rows do come back
+    np.testing.assert_allclose(
+        scores, np.take_along_axis(held_out @ items.T, found, 1), rtol=1e-5, atol=1e-4
+    )
+    with pytest.raises(ValueError, match="at least"):
+        build_index(items[:100], kind="pq")
 
 
 def test_recall_counts_tied_duplicates_as_hits() -> None:
