@@ -74,6 +74,8 @@ def main() -> int:
             results["recommend"] = _drive(args, "/recommend", rec)
             results["score"] = _drive(args, "/score", score, rates=args.score_rates)
             results["stages"] = _stage_breakdown(before, client.get("/metrics").text)
+            if args.profile:
+                results["profile"] = _profile(args, server.pid, rec)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -112,6 +114,11 @@ def _args() -> argparse.Namespace:
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     p.add_argument("--port", type=int, default=8391)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks/results/serve.json")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        help="also sample the service with py-spy under c=64 /recommend; folded stacks go here",
+    )
     return p.parse_args()
 
 
@@ -239,9 +246,14 @@ def _drive(
     path: str,
     bodies: list[dict[str, Any]],
     rates: list[int] | None = None,
+    concurrency: list[int] | None = None,
 ) -> list[dict[str, Any]]:
-    levels = [{"mode": "closed", "concurrency": c} for c in args.concurrency]
-    levels += [{"mode": "open", "rate": r, "connections": 64} for r in (rates or args.rates)]
+    closed = args.concurrency if concurrency is None else concurrency
+    levels: list[dict[str, Any]] = [{"mode": "closed", "concurrency": c} for c in closed]
+    levels += [
+        {"mode": "open", "rate": r, "connections": 64}
+        for r in (args.rates if rates is None else rates)
+    ]
     out = []
     for level in levels:
         spec = {"host": "127.0.0.1", "port": args.port, "path": path, "duration": args.duration}
@@ -254,6 +266,42 @@ def _drive(
         out.append({**level, **result})
         print(path, level, result, flush=True)
     return out
+
+
+def _profile(args: argparse.Namespace, pid: int, bodies: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sample the service with py-spy during one more closed-loop /recommend level (c=64): where the core goes.
+
+    Writes the folded stacks to ``args.profile`` and returns the frames with the largest shares of samples, by self
+    time (the frame on top of the stack) and inclusive (anywhere on it).
+    """
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(args.duration)), "--rate", "200"]
+    cmd += ["--format", "raw", "--nolineno", "--output", str(args.profile), "--nonblocking"]
+    recorder = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)  # let py-spy attach before the load starts
+    level = _drive(args, "/recommend", bodies, concurrency=[64], rates=[])[0]
+    _, err = recorder.communicate(timeout=120)
+    if recorder.returncode != 0:
+        raise RuntimeError(f"py-spy failed: {err.decode()[-500:]}")
+    self_time: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in Path(args.profile).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [f for f in stack.split(";") if f]  # "func (file.py)", outermost first
+        if not frames:
+            continue
+        n = int(count)
+        total += n
+        self_time[frames[-1]] = self_time.get(frames[-1], 0) + n
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+
+    def top(counts: dict[str, int]) -> list[dict[str, Any]]:
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:25]
+        return [{"frame": frame, "share": n / max(total, 1)} for frame, n in ranked]
+
+    return {"load": level, "samples": total, "self": top(self_time), "inclusive": top(inclusive)}
 
 
 def _histograms(text: str) -> dict[str, dict[str, float]]:
@@ -323,6 +371,15 @@ def _print_table(payload: dict[str, Any]) -> None:
         "| catalogue growth:",
         json.dumps(payload["grow"]),
     )
+    if "profile" in payload:
+        prof = payload["profile"]
+        print(
+            f"\nprofile under c=64 /recommend ({prof['samples']} samples, {prof['load']['rps']:.0f} req/s):"
+        )
+        for kind in ("self", "inclusive"):
+            print(f"  top frames by {kind} share:")
+            for entry in prof[kind][:15]:
+                print(f"    {entry['share']:6.1%}  {entry['frame']}")
 
 
 if __name__ == "__main__":
