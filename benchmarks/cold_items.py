@@ -140,14 +140,30 @@ def _label(r: dict[str, Any]) -> str:
     return r["embedding"] or r["model"]
 
 
+REMEDIES = {"remedy_expected_id": "+mean ID", "remedy_id_regression": "+ID map"}  # offline only
+
+
+def _rows(r: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A run's own figures and, for AlphaFuse, each offline remedy's (cold rows changed), as (label, figures)."""
+    own = {"cold": r["metrics"]["cold"], "warm": r["metrics"]["warm"], **r}
+    return [(_label(r), own)] + [
+        (_label(r) + suffix, r[key]) for key, suffix in REMEDIES.items() if key in r
+    ]
+
+
 def format_table(results: list[dict[str, Any]]) -> str:
-    """Mean +- std over seeds per (dataset, pick, model): cold and warm NDCG@10/HR@10, ratio, surface rate."""
+    """Mean +- std over seeds per (dataset, pick, model): cold and warm NDCG@10/HR@10, ratio, surface rate.
+
+    AlphaFuse runs add a row per offline remedy (``+mean ID``, ``+ID map``); the ID map's row also gives the
+    held-out R^2 of its regression.
+    """
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in results:
-        groups.setdefault((r["dataset"], r["cold_items"], _label(r)), []).append(r)
+        for label, figures in _rows(r):
+            groups.setdefault((r["dataset"], r["cold_items"], label), []).append(figures)
     cols = ["cold NDCG@10", "cold HR@10", "warm NDCG@10", "warm HR@10", "HR@10 c/w", "surface"]
-    header = f"{'dataset':<16} {'pick':<7} {'model':<10} {'seeds':>5} " + " ".join(
-        f"{c:>15}" for c in cols
+    header = f"{'dataset':<16} {'pick':<7} {'model':<18} {'seeds':>5} " + " ".join(
+        f"{c:>15}" for c in [*cols, "ID-map R2"]
     )
     lines = [header, "-" * len(header)]
     for (dataset, pick, label), runs in groups.items():
@@ -157,15 +173,16 @@ def format_table(results: list[dict[str, Any]]) -> str:
             return f"{v.mean():.4f}±{v.std():.4f}"
 
         cells = [
-            cell([r["metrics"]["cold"]["NDCG@10"] for r in runs]),
-            cell([r["metrics"]["cold"]["HR@10"] for r in runs]),
-            cell([r["metrics"]["warm"]["NDCG@10"] for r in runs]),
-            cell([r["metrics"]["warm"]["HR@10"] for r in runs]),
+            cell([r["cold"]["NDCG@10"] for r in runs]),
+            cell([r["cold"]["HR@10"] for r in runs]),
+            cell([r["warm"]["NDCG@10"] for r in runs]),
+            cell([r["warm"]["HR@10"] for r in runs]),
             cell([r["ratio"]["HR@10"] for r in runs]),
             cell([r["surface_rate"] for r in runs]),
+            cell([r["id_map"]["heldout_r2"] for r in runs]) if "id_map" in runs[0] else "",
         ]
         lines.append(
-            f"{dataset:<16} {pick:<7} {label:<10} {len(runs):>5} "
+            f"{dataset:<16} {pick:<7} {label:<18} {len(runs):>5} "
             + " ".join(f"{c:>15}" for c in cells)
         )
     return "\n".join(lines)

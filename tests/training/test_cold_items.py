@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from core.alphafuse import SemanticBasis, cold_start
 from training import cold_items as cold
 from training import evaluate as ev
 from training.cold_baselines import popularity_scorer, text_knn_scorer
 from training.config import ExperimentConfig, load_config
 from training.data.readers import DataSource
-from training.recommender import sample_negatives
+from training.recommender import Recommender, sample_negatives
 from training.train import (
     Prepared,
     _seed_everything,
@@ -172,9 +174,13 @@ def test_cold_items_get_no_gradient(
         shift = trained.items.id_table()[trained.items.id_keep[:-1].bool()].mean(0)  # type: ignore[operator]
         expected = user @ table.T + (user[:, -shift.shape[0] :] @ shift)[:, None] * is_cold[None, :]
         torch.testing.assert_close(remedy(hist), expected.detach(), rtol=1e-4, atol=1e-4)
+        _check_id_regression(trained, split, basis, prepared, metrics)
     else:
         with pytest.raises(ValueError, match="AlphaFuse"):
             cold.expected_id_scorer(trained, _split(prepared))
+        with pytest.raises(ValueError, match="AlphaFuse"):
+            cold.id_regression_table(trained, _split(prepared))
+        assert "remedy_id_regression" not in metrics
     assert (tmp_path / cold.HELD_OUT_FILE).is_file()
 
 
@@ -209,3 +215,31 @@ def test_metrics_popularity_and_text_knn(prepared: Prepared) -> None:
     assert boosted["surface_rate"] == 1.0
     assert boosted["cold_slot_share"] == 1.0
     assert boosted["cold"]["HR@20"] > pop["cold"]["HR@20"]
+
+
+def _check_id_regression(
+    trained: Recommender,
+    split: cold.ColdItemSplit,
+    basis: SemanticBasis | None,
+    prepared: Prepared,
+    metrics: dict[str, Any],
+) -> None:
+    """Warm rows keep their trained ID part bit for bit; cold rows are `cold_start` of their text with the map."""
+    assert basis is not None
+    assert prepared.text_embeddings is not None
+    table, id_map = cold.id_regression_table(trained, split)
+    before = trained.items.table().detach()
+    is_cold = torch.from_numpy(split.cold_mask())
+    assert torch.equal(table[~is_cold], before[~is_cold])
+    served = cold_start(prepared.text_embeddings[split.cold_items], basis, id_map)  # (C, d)
+    torch.testing.assert_close(
+        table[is_cold], torch.from_numpy(served).float(), rtol=1e-4, atol=1e-4
+    )
+    assert not torch.allclose(table[is_cold], before[is_cold])  # the predicted ID part is not zero
+    entry = metrics["remedy_id_regression"]
+    assert set(entry) >= {"cold", "warm", "ratio", "surface_rate", "target_score_z", "id_map"}
+    trained_rows = split.train_sequences.item_interaction_counts() > 0  # (N,) never a cold row
+    assert not trained_rows[split.cold_items].any()
+    assert entry["id_map"]["fit_items"] == int(trained_rows.sum())
+    assert entry["id_map"]["heldout_r2"] == pytest.approx(id_map.heldout_r2)
+    assert entry["id_map"]["ridge"] == pytest.approx(id_map.ridge)
