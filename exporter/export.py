@@ -71,7 +71,8 @@ def export_run(
     Args:
         run_dir: a finished training run (``training.train.run_experiment``).
         out_root: the artifact root (created if needed); it also holds ``CURRENT``.
-        index_kind: ``auto`` (exact below ``exact_threshold`` items, else ``pq``), ``flat``, ``pq``, ``hnsw`` or ``ivf``.
+        index_kind: ``auto`` (exact below ``exact_threshold`` items, else ``pq``; see ``exporter.index``),
+            ``flat``, ``pq``, ``hnsw`` or ``ivf``.
         exact_threshold: catalogue size from which ``auto`` builds an approximate index.
         version: the version name; default ``YYYYMMDDTHHMMSSZ-<first 8 hex of items.npy's sha256>``.
         make_current: point ``out_root/CURRENT`` at the new version.

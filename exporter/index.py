@@ -65,7 +65,8 @@ def build_index(
 
     Args:
         items: (N, d) item vectors, row i = item row i (the index's ids are the row numbers).
-        kind: ``auto`` (flat below ``exact_threshold`` items, else pq), ``flat``, ``pq``, ``hnsw`` or ``ivf``.
+        kind: ``auto`` (flat below ``exact_threshold`` items, else pq, or hnsw where pq misses
+            ``target_recall`` and hnsw does better), ``flat``, ``pq``, ``hnsw`` or ``ivf``.
         exact_threshold: the catalogue size from which ``auto`` builds the ``pq`` index.
         queries: (Q, d) vectors to tune and measure recall on (the export passes user vectors); None draws
             ``num_queries`` item rows at random (seeded).
@@ -98,6 +99,13 @@ def build_index(
     kth = exact_scores[:, -1]  # (Q,)
     if chosen == "pq":
         index, params, recall = _pq_refine(x, q, kth, k, target_recall)
+        if (
+            kind == "auto" and recall < target_recall
+        ):  # e.g. generated (DreamRec) queries in d = 384
+            logger.warning("pq recall@%d %.4f < %.2f: trying hnsw", k, recall, target_recall)
+            hnsw = _hnsw(x, q, kth, k, hnsw_m, ef_construction, target_recall)
+            if hnsw[2] > recall:
+                (index, params, recall), chosen = hnsw, "hnsw"
     elif chosen == "hnsw":
         index, params, recall = _hnsw(x, q, kth, k, hnsw_m, ef_construction, target_recall)
     else:

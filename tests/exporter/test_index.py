@@ -81,6 +81,22 @@ def test_auto_switches_to_pq_at_the_threshold(items: np.ndarray) -> None:
     assert index.ntotal == 1_000
 
 
+def test_auto_falls_back_to_hnsw_where_pq_misses_the_target(
+    items: np.ndarray, held_out: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import exporter.index as index_module
+
+    monkeypatch.setattr(
+        index_module, "K_FACTOR", (1, 1)
+    )  # no re-scoring headroom: pq alone misses 0.99
+    _, pq_spec = build_index(items, kind="pq", queries=held_out)
+    assert pq_spec.recall_at_10 < 0.99
+    index, spec = build_index(items, exact_threshold=1_000, queries=held_out)
+    assert spec.kind == "hnsw"
+    assert spec.recall_at_10 >= 0.99
+    assert isinstance(index, faiss.IndexHNSWFlat)
+
+
 def test_items_added_to_a_pq_index_are_found_exactly(
     items: np.ndarray, held_out: np.ndarray
 ) -> None:
