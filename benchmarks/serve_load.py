@@ -47,7 +47,8 @@ def main() -> int:
     config = ExperimentConfig.model_validate(json.loads((run_dir / "config.json").read_text()))
     dataset = load_dataset(config.data.source)
     root = Path(tempfile.mkdtemp(prefix="serve-bench-"))
-    export_run(run_dir, root, index_kind=args.index, version="bench")
+    # exact_threshold 0: auto picks for the grown catalogue, not for the trained items alone
+    export_run(run_dir, root, index_kind=args.index, exact_threshold=0, version="bench")
     artifact = resolve_artifact(root)
     manifest = json.loads((artifact / "manifest.json").read_text())
 
@@ -104,7 +105,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--run-dir", type=Path, help="a trained run to serve (default: train one)")
     p.add_argument("--config", type=Path, default=REPO / "training/configs/amazon14-sports.toml")
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--index", default="pq", choices=["auto", "flat", "pq", "hnsw", "ivf"])
+    p.add_argument("--index", default="auto", choices=["auto", "flat", "pq", "hnsw", "ivf"])
     p.add_argument("--items", type=int, default=100_000, help="catalogue size after POST /items")
     p.add_argument("--users", type=int, default=5_000)
     p.add_argument("--duration", type=float, default=10.0, help="seconds per load level")
