@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -290,8 +291,10 @@ class ServiceState:
             )
             new.publish_gauges()
             self.metrics.reloads.labels("ok").inc()
-            if old is not None:
-                asyncio.get_running_loop().call_later(RETIRE_AFTER_SECONDS, old.close)
+            if old is None:
+                settle_heap()
+            else:
+                asyncio.get_running_loop().call_later(RETIRE_AFTER_SECONDS, _retire, old)
             seconds = time.perf_counter() - t0
             logger.info(
                 "serving %s (was %s), loaded in %.2fs", new.version, old and old.version, seconds
@@ -328,6 +331,25 @@ class ServiceState:
                 await fn()
             except Exception:
                 logger.exception("background task %s failed", getattr(fn, "__name__", fn))
+
+
+def settle_heap() -> None:
+    """Collect once, then freeze what is alive (the model's tables and id maps, imported modules) for good.
+
+    A full collection walks every tracked object: with a loaded model it took 64-150 ms in the service process
+    (84,000 tracked objects, 1e5 items; 2-core machine under load), and CPython runs one whenever enough objects
+    outlive the young generations, stalling every request in flight. Frozen objects are never walked again.
+    Unfreezing first lets a retired runtime's reference cycles be collected instead of frozen for ever.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
+def _retire(old: ModelRuntime) -> None:
+    """Close a swapped-out runtime, and settle the heap once the loop has dropped the last reference to it."""
+    old.close()
+    asyncio.get_running_loop().call_soon(settle_heap)
 
 
 def _bound(name: str, value: int, limit: int) -> None:
