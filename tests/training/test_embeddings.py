@@ -72,3 +72,29 @@ def test_build_errors() -> None:
         build_item_embedding("alphafuse", 60, 8, text_embeddings=_text())
     with pytest.raises(ValueError, match="unknown item-embedding mode"):
         build_item_embedding("nope", 60, 8, text_embeddings=_text())  # type: ignore[arg-type]
+
+
+def test_zero_init_alphafuse_is_llminit_with_the_semantic_columns_frozen() -> None:
+    """Under the same basis settings, AlphaFuse with a zero ID init starts from the LLMInit table and trains
+    like LLMInit whose first d_s columns receive no gradient (the AlphaFuse-vs-LLMInit comparison of issue 2)."""
+    E, d, d_n = _text(), 16, 6
+    basis = fit_semantic_basis(E, dim=d, null_dim=d_n)
+    af = build_item_embedding("alphafuse", 60, d, basis=basis, text_embeddings=E, id_init="zeros")
+    ll = build_item_embedding("llminit", 60, d, text_embeddings=E)
+    torch.testing.assert_close(af.table(), ll.table())
+    frozen = torch.ones(61, d)
+    frozen[:, : d - d_n] = 0.0
+    ll_weight = ll.weight.weight  # type: ignore[union-attr]
+    ll_weight.register_hook(lambda g: g * frozen)
+    target = torch.from_numpy(np.random.default_rng(1).normal(size=(60, d)).astype(np.float32))
+    start = ll.table().detach().clone()
+    for items in (af, ll):
+        opt = torch.optim.Adam([p for p in items.parameters() if p.requires_grad], lr=1e-2)
+        for _ in range(3):
+            loss = ((items.table() - target) ** 3).abs().sum()  # any loss of the table will do
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    torch.testing.assert_close(af.table(), ll.table())
+    torch.testing.assert_close(af.table()[:, : d - d_n], start[:, : d - d_n])
+    assert not torch.allclose(af.table()[:, d - d_n :], start[:, d - d_n :])
