@@ -144,25 +144,31 @@ REMEDIES = {"remedy_expected_id": "+mean ID", "remedy_id_regression": "+ID map"}
 
 
 def _rows(r: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """A run's own figures and, for AlphaFuse, each offline remedy's (cold rows changed), as (label, figures)."""
+    """A run's own figures and, for AlphaFuse, each offline remedy's, as (label, figures).
+
+    The item-side remedies (cold rows changed) get ``+mean ID`` / ``+ID map``; the semantic query (rows unchanged,
+    query given a content term) one row per ``beta``: ``+semq b=<beta>``.
+    """
     own = {"cold": r["metrics"]["cold"], "warm": r["metrics"]["warm"], **r}
-    return [(_label(r), own)] + [
-        (_label(r) + suffix, r[key]) for key, suffix in REMEDIES.items() if key in r
-    ]
+    return (
+        [(_label(r), own)]
+        + [(_label(r) + suffix, r[key]) for key, suffix in REMEDIES.items() if key in r]
+        + [(f"{_label(r)}+semq b={e['beta']:g}", e) for e in r.get("remedy_semantic_query", [])]
+    )
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
     """Mean +- std over seeds per (dataset, pick, model): cold and warm NDCG@10/HR@10, ratio, surface rate.
 
-    AlphaFuse runs add a row per offline remedy (``+mean ID``, ``+ID map``); the ID map's row also gives the
-    held-out R^2 of its regression.
+    AlphaFuse runs add a row per offline remedy (``+mean ID``, ``+ID map``, ``+semq b=<beta>`` per semantic-query
+    beta); the ID map's row also gives the held-out R^2 of its regression.
     """
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in results:
         for label, figures in _rows(r):
             groups.setdefault((r["dataset"], r["cold_items"], label), []).append(figures)
     cols = ["cold NDCG@10", "cold HR@10", "warm NDCG@10", "warm HR@10", "HR@10 c/w", "surface"]
-    header = f"{'dataset':<16} {'pick':<7} {'model':<18} {'seeds':>5} " + " ".join(
+    header = f"{'dataset':<16} {'pick':<7} {'model':<24} {'seeds':>5} " + " ".join(
         f"{c:>15}" for c in [*cols, "ID-map R2"]
     )
     lines = [header, "-" * len(header)]
@@ -182,7 +188,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
             cell([r["id_map"]["heldout_r2"] for r in runs]) if "id_map" in runs[0] else "",
         ]
         lines.append(
-            f"{dataset:<16} {pick:<7} {label:<18} {len(runs):>5} "
+            f"{dataset:<16} {pick:<7} {label:<24} {len(runs):>5} "
             + " ".join(f"{c:>15}" for c in cells)
         )
     return "\n".join(lines)

@@ -15,6 +15,9 @@ Protocol (issue 7, ``data.protocol = "cold_items"``):
    user's first cold item), one case with history ``seq[:p]`` (the last L items as the window, all of them masked)
    and target ``seq[p]``.
 4. Both case sets are ranked against the whole catalogue (warm + cold, N items), history masked (`evaluate_cold_items`).
+
+The offline AlphaFuse remedies and a trained model's cold-item metrics (`cold_item_metrics`) are in
+`training.cold_remedies`.
 """
 
 from __future__ import annotations
@@ -29,27 +32,19 @@ import pandas as pd
 import torch
 from numpy.typing import NDArray
 
-from core.alphafuse import IdMap, fit_id_map, predict_id
 from training import evaluate as ev
 from training.data.dataset import Examples, SequenceDataset, Split
 from training.data.readers import DataSource
 from training.data.splits import leave_one_out, window_examples
-from training.embeddings import AlphaFuseEmbedding
-from training.recommender import Recommender
 
 __all__ = [
     "COLD_KS",
     "HELD_OUT_FILE",
     "ColdItemSplit",
-    "cold_item_metrics",
     "cold_item_split",
     "evaluate_cold_items",
-    "expected_id_scorer",
     "first_interaction_times",
-    "fit_item_id_map",
     "held_out_ids",
-    "id_regression_scorer",
-    "id_regression_table",
     "loss_exclusion",
     "make_cold_item_split",
     "negative_pool",
@@ -357,123 +352,6 @@ def evaluate_cold_items(
         },
         "cases": {"cold": len(split.cold_test), "warm": len(split.test)},
     }
-
-
-def _alphafuse_items(model: Recommender, remedy: str) -> AlphaFuseEmbedding:
-    items = model.items
-    if not isinstance(items, AlphaFuseEmbedding) or items.null_dim == 0:
-        raise ValueError(f"the {remedy} remedy needs an AlphaFuse model with null_dim > 0")
-    return items
-
-
-def _table_scorer(model: Recommender, table: torch.Tensor) -> ScoreFn:
-    """Score with ``model``'s user encoder against a given (N, d) item table (the histories use the model's own)."""
-    device = table.device
-
-    def scores(histories: IntArray) -> torch.Tensor:
-        user = model.user_vectors(torch.from_numpy(histories).to(device))  # (B, d)
-        return (user @ table.T).float().cpu()  # (B, N)
-
-    return scores
-
-
-def expected_id_scorer(model: Recommender, split: ColdItemSplit) -> ScoreFn:
-    """AlphaFuse with the remedy "expected ID part": each cold row gets the mean ID part of the trained items.
-
-    A cold item's ID part is unknown, not zero; its expectation over the items that were trained (rows whose ID part
-    received gradient) is the same for every new item, so the item-specific part still comes from its text alone.
-    Under a dot-product ranker this restores the average offset (and norm) that trained items carry in the null
-    space, which the zero ID part lacks. Offline only: the served artifact still adds cold items with ID part zero.
-
-    Raises:
-        ValueError: the model is not AlphaFuse with a null space.
-    """
-    items = _alphafuse_items(model, "expected-ID")
-    with torch.no_grad():
-        trained = items.id_keep[: items.num_items].bool()  # (N,)
-        ids = items.id_table()  # (N, d_n)
-        mean_id = ids[trained].mean(0)  # (d_n,)
-        table = items.table().detach().clone()  # (N, d)
-        cold = torch.from_numpy(split.cold_mask()).to(table.device)  # (N,)
-        table[cold, items.dim - items.null_dim :] += mean_id
-    return _table_scorer(model, table)
-
-
-def fit_item_id_map(items: AlphaFuseEmbedding, seed: int = 0) -> IdMap:
-    """`core.alphafuse.fit_id_map` from the trained rows' language coordinates (all d) to their ID parts (d_n).
-
-    Trained rows are those whose ID part may receive gradient (``id_keep``); held-out items never enter the fit.
-    """
-    with torch.no_grad():
-        trained = items.id_keep[: items.num_items].bool().cpu().numpy()  # (N,)
-        language = items.language[: items.num_items].double().cpu().numpy()  # (N, d)
-        ids = items.id_table().double().cpu().numpy()  # (N, d_n)
-    return fit_id_map(language[trained], ids[trained], seed=seed)
-
-
-def id_regression_table(
-    model: Recommender, split: ColdItemSplit, seed: int = 0
-) -> tuple[torch.Tensor, IdMap]:
-    """AlphaFuse's item table with the remedy "predicted ID part": each cold row gets the ID part its text predicts.
-
-    A ridge regression (`fit_item_id_map`) maps a trained item's language coordinates to its learned ID part; a
-    cold item's ID part is that map applied to its own language coordinates, so its embedding still comes from its
-    text alone (`core.alphafuse.cold_start` with the map). Warm rows keep their trained ID parts bit for bit; only
-    the cold rows change.
-
-    Returns:
-        The (N, d) table and the fitted map (its held-out R^2 says how much of the ID part text explains).
-
-    Raises:
-        ValueError: the model is not AlphaFuse with a null space.
-    """
-    items = _alphafuse_items(model, "ID-regression")
-    id_map = fit_item_id_map(items, seed)
-    with torch.no_grad():
-        table = items.table().detach().clone()  # (N, d)
-        cold = torch.from_numpy(split.cold_items).to(table.device)  # (C,)
-        language = items.language[cold].double().cpu().numpy()  # (C, d)
-        predicted = torch.from_numpy(predict_id(language, id_map)).to(table)  # (C, d_n)
-        table[cold, items.dim - items.null_dim :] += predicted
-    return table, id_map
-
-
-def id_regression_scorer(
-    model: Recommender, split: ColdItemSplit, seed: int = 0
-) -> tuple[ScoreFn, IdMap]:
-    """Score with `id_regression_table` (offline form of serving cold items with the map)."""
-    table, id_map = id_regression_table(model, split, seed)
-    return _table_scorer(model, table), id_map
-
-
-REMEDY_KEYS = ("cold", "warm", "ratio", "surface_rate", "cold_slot_share", "target_score_z")
-
-
-def cold_item_metrics(
-    model: Recommender, split: ColdItemSplit, score_fn: ScoreFn, batch_size: int
-) -> dict[str, Any]:
-    """`evaluate_cold_items` of a trained model; AlphaFuse also gets the offline remedies.
-
-    ``remedy_expected_id`` (`expected_id_scorer`) and ``remedy_id_regression`` (`id_regression_scorer`, with the
-    map's ``ridge``, ``heldout_r2`` and ``fit_items``): cold and warm figures, ratio, surface rate, cold slot share
-    and the target-score quartiles of the model with cold rows changed by the remedy.
-    """
-    result = evaluate_cold_items(score_fn, split, batch_size)
-    items = model.items
-    if isinstance(items, AlphaFuseEmbedding) and items.null_dim > 0:
-        remedy = evaluate_cold_items(expected_id_scorer(model, split), split, batch_size)
-        result["remedy_expected_id"] = {k: remedy[k] for k in REMEDY_KEYS}
-        scorer, id_map = id_regression_scorer(model, split)
-        remedy = evaluate_cold_items(scorer, split, batch_size)
-        result["remedy_id_regression"] = {
-            **{k: remedy[k] for k in REMEDY_KEYS},
-            "id_map": {
-                "ridge": id_map.ridge,
-                "heldout_r2": id_map.heldout_r2,
-                "fit_items": int(items.id_keep[: items.num_items].sum().item()),
-            },
-        }
-    return result
 
 
 def held_out_ids(split: Split, item_ids: list[str]) -> list[str] | None:

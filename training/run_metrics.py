@@ -10,6 +10,7 @@ import torch
 from numpy.typing import NDArray
 
 from training import cold_items as cold
+from training import cold_remedies
 from training import evaluate as ev
 from training.config import ExperimentConfig
 from training.data.dataset import Examples
@@ -101,7 +102,7 @@ def test_metrics(
         return long_tail_metrics(config, prepared.dataset, split.test, sampled.ranks, paired)
     extra = {}
     if isinstance(split, cold.ColdItemSplit):
-        extra["cold_items"] = cold.cold_item_metrics(
+        extra["cold_items"] = cold_remedies.cold_item_metrics(
             model, split, score_fn(model, device), cfg.batch_size
         )
     return {

@@ -13,11 +13,14 @@ from safetensors.torch import load_file
 
 from core.alphafuse import SemanticBasis, cold_start
 from training import cold_items as cold
+from training import cold_remedies as remedies
 from training import evaluate as ev
 from training.cold_baselines import popularity_scorer, text_knn_scorer
 from training.config import ExperimentConfig, load_config
 from training.data.readers import DataSource
-from training.recommender import Recommender, sample_negatives
+from training.embeddings import AlphaFuseEmbedding, IDEmbedding
+from training.models.sasrec import SASRec, SASRecConfig
+from training.recommender import LossConfig, Recommender, SequentialRecommender, sample_negatives
 from training.train import (
     Prepared,
     _seed_everything,
@@ -168,19 +171,26 @@ def test_cold_items_get_no_gradient(
         mode == "alphafuse"
     ):  # the remedy moves cold rows only, by one shared vector: the trained rows' mean ID
         split = _split(prepared)
-        remedy = cold.expected_id_scorer(trained, split)
+        remedy = remedies.expected_id_scorer(trained, split)
         hist = split.cold_test.histories[:4]
         user = trained.user_vectors(torch.from_numpy(hist))  # (4, d)
         shift = trained.items.id_table()[trained.items.id_keep[:-1].bool()].mean(0)  # type: ignore[operator]
         expected = user @ table.T + (user[:, -shift.shape[0] :] @ shift)[:, None] * is_cold[None, :]
         torch.testing.assert_close(remedy(hist), expected.detach(), rtol=1e-4, atol=1e-4)
         _check_id_regression(trained, split, basis, prepared, metrics)
+        entries = metrics["remedy_semantic_query"]
+        assert [e["beta"] for e in entries] == list(remedies.SEMANTIC_QUERY_BETAS)
+        for entry in entries:
+            assert set(entry) == {"beta", "last_n", *remedies.REMEDY_KEYS}
     else:
         with pytest.raises(ValueError, match="AlphaFuse"):
-            cold.expected_id_scorer(trained, _split(prepared))
+            remedies.expected_id_scorer(trained, _split(prepared))
         with pytest.raises(ValueError, match="AlphaFuse"):
-            cold.id_regression_table(trained, _split(prepared))
+            remedies.id_regression_table(trained, _split(prepared))
         assert "remedy_id_regression" not in metrics
+        assert "remedy_semantic_query" not in metrics
+        with pytest.raises(ValueError, match="AlphaFuse"):
+            remedies.semantic_query_scorer(trained, 1.0)(_split(prepared).cold_test.histories[:2])
     assert (tmp_path / cold.HELD_OUT_FILE).is_file()
 
 
@@ -227,7 +237,7 @@ def _check_id_regression(
     """Warm rows keep their trained ID part bit for bit; cold rows are `cold_start` of their text with the map."""
     assert basis is not None
     assert prepared.text_embeddings is not None
-    table, id_map = cold.id_regression_table(trained, split)
+    table, id_map = remedies.id_regression_table(trained, split)
     before = trained.items.table().detach()
     is_cold = torch.from_numpy(split.cold_mask())
     assert torch.equal(table[~is_cold], before[~is_cold])
@@ -243,3 +253,44 @@ def _check_id_regression(
     assert entry["id_map"]["fit_items"] == int(trained_rows.sum())
     assert entry["id_map"]["heldout_r2"] == pytest.approx(id_map.heldout_r2)
     assert entry["id_map"]["ridge"] == pytest.approx(id_map.ridge)
+
+
+def _tiny_alphafuse(n: int, d: int, null_dim: int) -> SequentialRecommender:
+    torch.manual_seed(0)
+    items = AlphaFuseEmbedding(torch.randn(n, d), null_dim, id_init="normal", init_std=0.5)
+    encoder = SASRec(SASRecConfig(dim=d, max_len=6, dropout=0.0))
+    return SequentialRecommender(items, encoder, LossConfig("infonce", 5)).eval()
+
+
+@torch.no_grad()
+def test_semantic_query_adds_a_content_term_in_the_language_coordinates_only() -> None:
+    n, d, null_dim, d_s = 12, 8, 3, 5
+    model = _tiny_alphafuse(n, d, null_dim)
+    hist = np.array(
+        [[n, n, n, 1, 2, 3], [n, 4, 5, 6, 7, 8], [n, n, n, n, n, 9]], dtype=np.int64
+    )  # left-padded with n
+    last_two = [[2, 3], [7, 8], [9]]  # the last 2 real history items, by hand
+    base = model.scores(torch.from_numpy(hist))  # (3, n)
+    user = model.user_vectors(torch.from_numpy(hist))  # (3, d)
+    torch.testing.assert_close(remedies.semantic_query_scorer(model, 0.0, last_n=2)(hist), base)
+    table = model.items.table()  # (n, d)
+    lang_s = model.items.language[:n, :d_s]  # type: ignore[index]
+    assert torch.equal(table[:, :d_s], lang_s)  # every row's first d_s coordinates are its text's
+    for beta in (0.5, 2.0):
+        query = remedies.semantic_query_vectors(model, torch.from_numpy(hist), beta, last_n=2)
+        assert torch.equal(query[:, d_s:], user[:, d_s:])  # the null coordinates are u's
+        scores = remedies.semantic_query_scorer(model, beta, last_n=2)(hist)
+        for b, recent in enumerate(last_two):
+            m_s = lang_s[recent].mean(0)  # (d_s,)
+            scale = user[b, :d_s].norm() / m_s.norm()
+            change = beta * scale * (lang_s @ m_s)  # (n,) every item, whatever its ID part
+            assert change.abs().max() > 1e-3
+            torch.testing.assert_close(scores[b] - base[b], change, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(query[b] @ table.T, scores[b])  # one inner product per item
+    with pytest.raises(ValueError, match="beta"):
+        remedies.semantic_query_vectors(model, torch.from_numpy(hist), -1.0)
+    id_model = SequentialRecommender(
+        IDEmbedding(n, d), SASRec(SASRecConfig(dim=d, max_len=6)), LossConfig("infonce", 5)
+    )
+    with pytest.raises(ValueError, match="AlphaFuse"):
+        remedies.semantic_query_vectors(id_model, torch.from_numpy(hist), 1.0)

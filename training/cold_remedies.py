@@ -1,0 +1,214 @@
+"""Offline remedies for AlphaFuse's cold items under the ``cold_items`` protocol, and a trained model's cold metrics.
+
+Every remedy keeps the rule "a new item's embedding comes from its text alone":
+
+- ``remedy_expected_id`` (`expected_id_scorer`): each cold row gets the trained items' mean ID part.
+- ``remedy_id_regression`` (`id_regression_scorer`): each cold row gets the ID part its text predicts (ridge map).
+- ``remedy_semantic_query`` (`semantic_query_scorer`): no item changes; the *query* gains a content term in the
+  pure-language coordinates, ``q = u + beta * [m_s ; 0]`` with ``m_s`` the mean language part of the last few history
+  items (scaled to the norm of ``u``'s language part), so every item, warm or cold, is still scored by one inner
+  product with its unchanged row (the same index could serve it).
+
+None of them is in the service; `cold_item_metrics` reports them beside the plain figures.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from core.alphafuse import IdMap, fit_id_map, predict_id
+from training.cold_baselines import TEXT_KNN_LAST
+from training.cold_items import ColdItemSplit, IntArray, ScoreFn, evaluate_cold_items
+from training.embeddings import AlphaFuseEmbedding
+from training.recommender import Recommender
+
+__all__ = [
+    "REMEDY_KEYS",
+    "SEMANTIC_QUERY_BETAS",
+    "cold_item_metrics",
+    "expected_id_scorer",
+    "fit_item_id_map",
+    "id_regression_scorer",
+    "id_regression_table",
+    "semantic_query_scorer",
+    "semantic_query_vectors",
+]
+
+SEMANTIC_QUERY_BETAS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+
+
+def _alphafuse_items(model: Recommender, remedy: str) -> AlphaFuseEmbedding:
+    items = model.items
+    if not isinstance(items, AlphaFuseEmbedding) or items.null_dim == 0:
+        raise ValueError(f"the {remedy} remedy needs an AlphaFuse model with null_dim > 0")
+    return items
+
+
+def _table_scorer(model: Recommender, table: torch.Tensor) -> ScoreFn:
+    """Score with ``model``'s user encoder against a given (N, d) item table (the histories use the model's own)."""
+    device = table.device
+
+    def scores(histories: IntArray) -> torch.Tensor:
+        user = model.user_vectors(torch.from_numpy(histories).to(device))  # (B, d)
+        return (user @ table.T).float().cpu()  # (B, N)
+
+    return scores
+
+
+def expected_id_scorer(model: Recommender, split: ColdItemSplit) -> ScoreFn:
+    """AlphaFuse with the remedy "expected ID part": each cold row gets the mean ID part of the trained items.
+
+    A cold item's ID part is unknown, not zero; its expectation over the items that were trained (rows whose ID part
+    received gradient) is the same for every new item, so the item-specific part still comes from its text alone.
+    Under a dot-product ranker this restores the average offset (and norm) that trained items carry in the null
+    space, which the zero ID part lacks. Offline only: the served artifact still adds cold items with ID part zero.
+
+    Raises:
+        ValueError: the model is not AlphaFuse with a null space.
+    """
+    items = _alphafuse_items(model, "expected-ID")
+    with torch.no_grad():
+        trained = items.id_keep[: items.num_items].bool()  # (N,)
+        ids = items.id_table()  # (N, d_n)
+        mean_id = ids[trained].mean(0)  # (d_n,)
+        table = items.table().detach().clone()  # (N, d)
+        cold = torch.from_numpy(split.cold_mask()).to(table.device)  # (N,)
+        table[cold, items.dim - items.null_dim :] += mean_id
+    return _table_scorer(model, table)
+
+
+def fit_item_id_map(items: AlphaFuseEmbedding, seed: int = 0) -> IdMap:
+    """`core.alphafuse.fit_id_map` from the trained rows' language coordinates (all d) to their ID parts (d_n).
+
+    Trained rows are those whose ID part may receive gradient (``id_keep``); held-out items never enter the fit.
+    """
+    with torch.no_grad():
+        trained = items.id_keep[: items.num_items].bool().cpu().numpy()  # (N,)
+        language = items.language[: items.num_items].double().cpu().numpy()  # (N, d)
+        ids = items.id_table().double().cpu().numpy()  # (N, d_n)
+    return fit_id_map(language[trained], ids[trained], seed=seed)
+
+
+def id_regression_table(
+    model: Recommender, split: ColdItemSplit, seed: int = 0
+) -> tuple[torch.Tensor, IdMap]:
+    """AlphaFuse's item table with the remedy "predicted ID part": each cold row gets the ID part its text predicts.
+
+    A ridge regression (`fit_item_id_map`) maps a trained item's language coordinates to its learned ID part; a
+    cold item's ID part is that map applied to its own language coordinates, so its embedding still comes from its
+    text alone (`core.alphafuse.cold_start` with the map). Warm rows keep their trained ID parts bit for bit; only
+    the cold rows change.
+
+    Returns:
+        The (N, d) table and the fitted map (its held-out R^2 says how much of the ID part text explains).
+
+    Raises:
+        ValueError: the model is not AlphaFuse with a null space.
+    """
+    items = _alphafuse_items(model, "ID-regression")
+    id_map = fit_item_id_map(items, seed)
+    with torch.no_grad():
+        table = items.table().detach().clone()  # (N, d)
+        cold = torch.from_numpy(split.cold_items).to(table.device)  # (C,)
+        language = items.language[cold].double().cpu().numpy()  # (C, d)
+        predicted = torch.from_numpy(predict_id(language, id_map)).to(table)  # (C, d_n)
+        table[cold, items.dim - items.null_dim :] += predicted
+    return table, id_map
+
+
+def id_regression_scorer(
+    model: Recommender, split: ColdItemSplit, seed: int = 0
+) -> tuple[ScoreFn, IdMap]:
+    """Score with `id_regression_table` (offline form of serving cold items with the map)."""
+    table, id_map = id_regression_table(model, split, seed)
+    return _table_scorer(model, table), id_map
+
+
+def semantic_query_vectors(
+    model: Recommender, histories: torch.Tensor, beta: float, last_n: int = TEXT_KNN_LAST
+) -> torch.Tensor:
+    """(B, T) left-padded histories -> (B, d) queries ``q = u + beta * s * [m_s ; 0]`` (the semantic-query remedy).
+
+    ``u`` is the model's user vector. An AlphaFuse row is ``e = [lang_s ; lang_n + id]``: its first
+    ``d_s = d - d_n`` coordinates are pure (whitened) language, the same for a trained and a new item. ``m_s`` is the
+    mean of those coordinates over the last ``last_n`` real (non-padding) history items, and
+    ``s = |u_s| / |m_s|`` scales it to the norm of ``u``'s own first ``d_s`` coordinates, so ``beta`` is the ratio of
+    the content term to the user's language part whatever the dataset's scale. Hence for every item
+    ``q . e = u . e + beta * s * (m_s . lang_s(e))``; the null coordinates of ``q`` are ``u``'s. ``beta = 0`` is the
+    model itself.
+
+    Raises:
+        ValueError: the model is not AlphaFuse with a null space, ``beta < 0`` or ``last_n < 1``.
+    """
+    items = _alphafuse_items(model, "semantic-query")
+    if beta < 0 or last_n < 1:
+        raise ValueError(f"need beta >= 0 and last_n >= 1, got beta={beta}, last_n={last_n}")
+    d_s = items.dim - items.null_dim
+    user = model.user_vectors(histories)  # (B, d)
+    recent = histories[:, -last_n:]  # (B, n), left-padded with N
+    count = (recent != items.num_items).sum(1, keepdim=True).clamp_min(1)  # (B, 1)
+    m_s = items.language[recent, :d_s].sum(1) / count  # (B, d_s); the pad row N is zero
+    scale = user[:, :d_s].norm(dim=1, keepdim=True) / m_s.norm(dim=1, keepdim=True).clamp_min(
+        1e-12
+    )  # (B, 1)
+    return torch.cat([user[:, :d_s] + beta * scale * m_s, user[:, d_s:]], dim=1)  # (B, d)
+
+
+def semantic_query_scorer(model: Recommender, beta: float, last_n: int = TEXT_KNN_LAST) -> ScoreFn:
+    """Score every item (warm and cold rows unchanged) with `semantic_query_vectors`: one inner product per item."""
+    table = model.items.table().detach()  # (N, d)
+    device = table.device
+
+    def scores(histories: IntArray) -> torch.Tensor:
+        hist = torch.from_numpy(histories).to(device)
+        return (semantic_query_vectors(model, hist, beta, last_n) @ table.T).float().cpu()
+
+    return scores
+
+
+REMEDY_KEYS = ("cold", "warm", "ratio", "surface_rate", "cold_slot_share", "target_score_z")
+
+
+def cold_item_metrics(
+    model: Recommender, split: ColdItemSplit, score_fn: ScoreFn, batch_size: int
+) -> dict[str, Any]:
+    """`evaluate_cold_items` of a trained model; AlphaFuse also gets the offline remedies.
+
+    ``remedy_expected_id`` (`expected_id_scorer`) and ``remedy_id_regression`` (`id_regression_scorer`, with the
+    map's ``ridge``, ``heldout_r2`` and ``fit_items``): cold and warm figures, ratio, surface rate, cold slot share
+    and the target-score quartiles of the model with cold rows changed by the remedy. ``remedy_semantic_query``
+    (`semantic_query_scorer`): a list, one entry per ``beta`` in `SEMANTIC_QUERY_BETAS` (with ``beta`` and
+    ``last_n``), of the same figures with every row unchanged and the query given the content term.
+    """
+    result = evaluate_cold_items(score_fn, split, batch_size)
+    items = model.items
+    if isinstance(items, AlphaFuseEmbedding) and items.null_dim > 0:
+        remedy = evaluate_cold_items(expected_id_scorer(model, split), split, batch_size)
+        result["remedy_expected_id"] = {k: remedy[k] for k in REMEDY_KEYS}
+        scorer, id_map = id_regression_scorer(model, split)
+        remedy = evaluate_cold_items(scorer, split, batch_size)
+        result["remedy_id_regression"] = {
+            **{k: remedy[k] for k in REMEDY_KEYS},
+            "id_map": {
+                "ridge": id_map.ridge,
+                "heldout_r2": id_map.heldout_r2,
+                "fit_items": int(items.id_keep[: items.num_items].sum().item()),
+            },
+        }
+        result["remedy_semantic_query"] = [
+            {
+                "beta": beta,
+                "last_n": TEXT_KNN_LAST,
+                **{
+                    k: v
+                    for k, v in evaluate_cold_items(
+                        semantic_query_scorer(model, beta), split, batch_size
+                    ).items()
+                    if k in REMEDY_KEYS
+                },
+            }
+            for beta in SEMANTIC_QUERY_BETAS
+        ]
+    return result
