@@ -91,6 +91,7 @@ def main() -> int:
         "max_len": manifest["encoder"]["max_len"],
         "dim": manifest["dims"]["d"],
         "machine": f"{platform.machine()}, {os.cpu_count()} cores; service on core 0, load on core 1",
+        "freeze_heap": not args.no_freeze_heap,
         **results,
     }
     save_json(args.out, payload, indent=2)
@@ -116,6 +117,11 @@ def _args() -> argparse.Namespace:
     p.add_argument("--port", type=int, default=8391)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks/results/serve.json")
     p.add_argument(
+        "--no-freeze-heap",
+        action="store_true",
+        help="serve with RECSYS_FREEZE_HEAP=false (the A/B of the service's gc.freeze after loading)",
+    )
+    p.add_argument(
         "--profile",
         type=Path,
         help="also sample the service with py-spy under c=64 /recommend; folded stacks go here",
@@ -140,6 +146,7 @@ def _start_server(artifact: Path, args: argparse.Namespace, prefix: str) -> subp
     cmd += ["--redis-url", args.redis_url, "--key-prefix", prefix, "--port", str(args.port)]
     cmd += ["--log-level", "warning"]
     env = {**os.environ, "RECSYS_MAX_ITEMS_PER_REQUEST": "512", "RECSYS_COLD_SYNC_SECONDS": "0"}
+    env["RECSYS_FREEZE_HEAP"] = "false" if args.no_freeze_heap else "true"
     server = subprocess.Popen(cmd, cwd=REPO, env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

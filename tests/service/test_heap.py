@@ -50,3 +50,17 @@ def test_reload_freezes_the_heap_and_frees_the_retired_runtime(
     assert frozen > 1_000  # the model's objects and the imported modules
     assert alive_right_after
     assert freed  # unfreeze + collect before freezing again: no runtime is frozen for ever
+
+
+def test_freeze_heap_off_leaves_the_collector_alone(artifact_root: Path, artifact: Path) -> None:
+    async def scenario() -> int:
+        settings = Settings(
+            artifact=artifact_root, cold_sync_seconds=0, reload_poll_seconds=0, freeze_heap=False
+        )
+        service = ServiceState(settings, MemoryStore(), ServiceMetrics(CollectorRegistry()))
+        gc.unfreeze()
+        await service.reload(artifact)
+        await service.close()
+        return gc.get_freeze_count()
+
+    assert asyncio.run(scenario()) == 0
