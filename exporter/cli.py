@@ -6,6 +6,7 @@ recsys train    training/configs/amazon14-beauty.toml --set embedding.mode="id" 
 recsys evaluate runs/beauty-id
 recsys export   runs/beauty-id --out artifacts [--index hnsw] [--version V] [--no-current]
 recsys serve    --artifact artifacts --redis-url redis://127.0.0.1:6379/0
+recsys events   events.csv --redis-url redis://127.0.0.1:6379/0   # the served events, as training data
 
 ``serve`` is dispatched before anything else is imported, so it works in the serving image, which has no torch
 and no training packages installed.
@@ -19,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["add_export_command", "main"]
+__all__ = ["add_events_command", "add_export_command", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     add_quickstart_command(sub)
     add_training_commands(sub)
     add_export_command(sub)
+    add_events_command(sub)
     sub.add_parser("serve", help="run the service (recsys serve --help)", add_help=False)
     return parser
 
@@ -103,4 +105,28 @@ def _export(args: argparse.Namespace) -> int:
         f"  current         {'yes' if not args.no_current else 'no'}",
     ]
     print("\n".join(lines))
+    return 0
+
+
+def add_events_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``events OUT --redis-url URL [--key-prefix P]``."""
+    events = subparsers.add_parser(
+        "events",
+        help="write the service's event stream as a canonical interaction log (user_id,item_id,timestamp)",
+        description="Reads the Redis stream <key-prefix>:events that POST /events appends to and writes it "
+        "as a CSV the trainer reads (data.source format canonical); written to a temporary file, then renamed.",
+    )
+    events.add_argument("out", type=Path, metavar="OUT.csv")
+    events.add_argument("--redis-url", required=True)
+    events.add_argument("--key-prefix", default="recsys")
+    events.set_defaults(func=_events)
+
+
+def _events(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from exporter.events import dump_events
+
+    count = asyncio.run(dump_events(args.redis_url, args.key_prefix, args.out))
+    print(f"wrote {count} events to {args.out}")
     return 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -117,6 +117,21 @@ class RedisStore:
             StoredItem(k.decode(), v.decode(), _from_bytes(embs.get(k))) for k, v in texts.items()
         ]
         return items, cursor
+
+    async def iter_events(self, page: int = 10_000) -> AsyncIterator[list[Event]]:
+        """The event stream ``<p>:events``, oldest first, in pages (for ``recsys events``: the next model's data)."""
+        start = "-"
+        while True:
+            entries = await self.client.xrange(
+                f"{self.prefix}:events", min=start, max="+", count=page
+            )
+            if not entries:
+                return
+            yield [
+                Event(f[b"user_id"].decode(), f[b"item_id"].decode(), float(f[b"timestamp"]))
+                for _, f in entries
+            ]
+            start = "(" + entries[-1][0].decode()  # exclusive: after the last entry read
 
     async def items_since(self, cursor: str, encoder: str) -> tuple[list[StoredItem], str]:
         entries = await self.client.xread({f"{self.prefix}:items:log": cursor}, count=10_000)
