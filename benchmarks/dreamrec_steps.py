@@ -30,6 +30,7 @@ from exporter.onnx_encoder import encoder_parity, export_user_encoder, ort_sessi
 from training import evaluate as ev
 from training.checkpoint import load_run
 from training.models.dreamrec import DreamRec
+from training.recommender import table_scorer
 from training.train import prepare
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +79,7 @@ def _sweep(run_dir: Path, settings: list[tuple[str, int]], repeats: int) -> list
         began = time.perf_counter()
         with torch.no_grad():
             metrics = ev.evaluate_full(
-                _score_fn(model, table),
+                table_scorer(model, table),
                 split.test,
                 split.num_items,
                 mask_history=run.config.eval.mask_history,
@@ -109,13 +110,6 @@ def _sweep(run_dir: Path, settings: list[tuple[str, int]], repeats: int) -> list
             "%s %s NDCG@20 %.4f encode %.3f ms", run_dir.name, label, metrics["NDCG@20"], latency
         )
     return rows
-
-
-def _score_fn(model: DreamRec, table: torch.Tensor) -> ev.FullScoreFn:
-    def scores(histories: NDArray[np.int64]) -> torch.Tensor:
-        return (model.user_vectors(torch.from_numpy(histories)) @ table.T).float()  # (B, N)
-
-    return scores
 
 
 def _onnx_latency(

@@ -22,7 +22,7 @@ from core.alphafuse import IdMap, fit_id_map, predict_id
 from training.cold_baselines import TEXT_KNN_LAST
 from training.cold_items import ColdItemSplit, IntArray, ScoreFn, evaluate_cold_items
 from training.embeddings import AlphaFuseEmbedding
-from training.recommender import Recommender
+from training.recommender import Recommender, table_scorer
 
 __all__ = [
     "REMEDY_KEYS",
@@ -46,17 +46,6 @@ def _alphafuse_items(model: Recommender, remedy: str) -> AlphaFuseEmbedding:
     return items
 
 
-def _table_scorer(model: Recommender, table: torch.Tensor) -> ScoreFn:
-    """Score with ``model``'s user encoder against a given (N, d) item table (the histories use the model's own)."""
-    device = table.device
-
-    def scores(histories: IntArray) -> torch.Tensor:
-        user = model.user_vectors(torch.from_numpy(histories).to(device))  # (B, d)
-        return (user @ table.T).float().cpu()  # (B, N)
-
-    return scores
-
-
 def expected_id_scorer(model: Recommender, split: ColdItemSplit) -> ScoreFn:
     """AlphaFuse with the remedy "expected ID part": each cold row gets the mean ID part of the trained items.
 
@@ -76,7 +65,7 @@ def expected_id_scorer(model: Recommender, split: ColdItemSplit) -> ScoreFn:
         table = items.table().detach().clone()  # (N, d)
         cold = torch.from_numpy(split.cold_mask()).to(table.device)  # (N,)
         table[cold, items.dim - items.null_dim :] += mean_id
-    return _table_scorer(model, table)
+    return table_scorer(model, table)
 
 
 def fit_item_id_map(items: AlphaFuseEmbedding, seed: int = 0) -> IdMap:
@@ -123,7 +112,7 @@ def id_regression_scorer(
 ) -> tuple[ScoreFn, IdMap]:
     """Score with `id_regression_table` (offline form of serving cold items with the map)."""
     table, id_map = id_regression_table(model, split, seed)
-    return _table_scorer(model, table), id_map
+    return table_scorer(model, table), id_map
 
 
 def semantic_query_vectors(
@@ -184,13 +173,16 @@ def cold_item_metrics(
     """
     result = evaluate_cold_items(score_fn, split, batch_size)
     items = model.items
-    if isinstance(items, AlphaFuseEmbedding) and items.null_dim > 0:
-        remedy = evaluate_cold_items(expected_id_scorer(model, split), split, batch_size)
-        result["remedy_expected_id"] = {k: remedy[k] for k in REMEDY_KEYS}
-        scorer, id_map = id_regression_scorer(model, split)
+
+    def figures(scorer: ScoreFn) -> dict[str, Any]:
         remedy = evaluate_cold_items(scorer, split, batch_size)
+        return {k: remedy[k] for k in REMEDY_KEYS}
+
+    if isinstance(items, AlphaFuseEmbedding) and items.null_dim > 0:
+        result["remedy_expected_id"] = figures(expected_id_scorer(model, split))
+        scorer, id_map = id_regression_scorer(model, split)
         result["remedy_id_regression"] = {
-            **{k: remedy[k] for k in REMEDY_KEYS},
+            **figures(scorer),
             "id_map": {
                 "ridge": id_map.ridge,
                 "heldout_r2": id_map.heldout_r2,
@@ -198,17 +190,7 @@ def cold_item_metrics(
             },
         }
         result["remedy_semantic_query"] = [
-            {
-                "beta": beta,
-                "last_n": TEXT_KNN_LAST,
-                **{
-                    k: v
-                    for k, v in evaluate_cold_items(
-                        semantic_query_scorer(model, beta), split, batch_size
-                    ).items()
-                    if k in REMEDY_KEYS
-                },
-            }
+            {"beta": beta, "last_n": TEXT_KNN_LAST, **figures(semantic_query_scorer(model, beta))}
             for beta in SEMANTIC_QUERY_BETAS
         ]
     return result

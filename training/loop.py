@@ -99,7 +99,6 @@ class TrainLoop:
             self.model,
             split.valid,
             split.num_items,
-            self.device,
             ev_cfg.mask_history,
             ev_cfg.batch_size,
         )

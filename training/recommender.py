@@ -9,11 +9,14 @@ Losses (ALGORITHMS.md §2):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import NDArray
 from torch import nn
 
 from training.embeddings import ItemEmbedding
@@ -158,3 +161,21 @@ class SequentialRecommender(nn.Module):
 
 Recommender = SequentialRecommender | DreamRec
 """Any model the trainer, evaluation and exporter accept: ``items``, ``user_vectors``, ``loss``."""
+
+
+def table_scorer(
+    model: Recommender, table: torch.Tensor | None = None
+) -> Callable[[NDArray[np.int64]], torch.Tensor]:
+    """A full-ranking score callable: (B, L) left-padded histories -> (B, N) inner products, float32 on the CPU.
+
+    Args:
+        model: its ``user_vectors`` encode the histories (on the table's device).
+        table: the (N, d) item table to score against; None: the model's own, read once here (per evaluation).
+    """
+    items = model.items.table().detach() if table is None else table  # (N, d)
+
+    def scores(histories: NDArray[np.int64]) -> torch.Tensor:
+        user = model.user_vectors(torch.from_numpy(histories).to(items.device))  # (B, d)
+        return (user @ items.T).float().cpu()  # (B, N)
+
+    return scores

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,25 +15,13 @@ from training.config import ExperimentConfig
 from training.data.dataset import Examples
 from training.groups import group_masks, metrics_by_group
 from training.long_tail import long_tail_metrics
-from training.recommender import Recommender
+from training.recommender import Recommender, table_scorer
 from training.sampled import evaluate_sampled, sample_candidates
 
 if TYPE_CHECKING:
     from training.train import Prepared
 
-__all__ = ["full_metrics", "score_fn", "test_metrics"]
-
-
-def score_fn(
-    model: Recommender, device: torch.device
-) -> Callable[[NDArray[np.int64]], torch.Tensor]:
-    table = model.items.table().detach()  # (N, d), once per evaluation
-
-    def scores(histories: NDArray[np.int64]) -> torch.Tensor:
-        user = model.user_vectors(torch.from_numpy(histories).to(device))  # (B, d)
-        return (user @ table.T).float().cpu()  # (B, N)
-
-    return scores
+__all__ = ["full_metrics", "test_metrics"]
 
 
 @torch.no_grad()
@@ -42,13 +29,13 @@ def full_metrics(
     model: Recommender,
     examples: Examples,
     num_items: int,
-    device: torch.device,
     mask_history: bool,
     batch_size: int,
 ) -> dict[str, float]:
+    """Full-ranking metrics of ``examples`` (validation), history masked or not; the model's device is its table's."""
     model.eval()
     result = ev.evaluate_full(
-        score_fn(model, device),
+        table_scorer(model),
         examples,
         num_items,
         mask_history=mask_history,
@@ -68,7 +55,7 @@ def test_metrics(
     model.eval()
     split, cfg = prepared.split, config.eval
     paired = ev.evaluate_full(
-        score_fn(model, device),
+        table_scorer(model),
         split.test,
         split.num_items,
         mask_history="both",
@@ -103,7 +90,7 @@ def test_metrics(
     extra = {}
     if isinstance(split, cold.ColdItemSplit):
         extra["cold_items"] = cold_remedies.cold_item_metrics(
-            model, split, score_fn(model, device), cfg.batch_size
+            model, split, table_scorer(model), cfg.batch_size
         )
     return {
         **extra,
