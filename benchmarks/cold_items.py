@@ -64,7 +64,11 @@ def main() -> None:
     if args.online:
         _online(args)
         return
-    done = {(r["dataset"], r["cold_items"], r["model"], r["embedding"], r["seed"]) for r in results}
+    done = {
+        (r["dataset"], r["cold_items"], r["model"], r["embedding"], r["seed"], r.get("variant", ""))
+        for r in results
+    }
+    variant = _variant(args.overrides)
     for spec in args.datasets:
         dataset, pick = _parse(spec)
         for seed in args.seeds:
@@ -73,12 +77,13 @@ def main() -> None:
                 embedding = model if model in ("id", "llminit", "alphafuse") else None
                 name = "sasrec" if embedding else model
                 key = (dataset, pick, name, embedding, seed)
-                if key in done:
+                if (*key, variant if embedding else "") in done:
                     continue
                 config = _config(dataset, pick, seed, embedding or "id", args.overrides)
                 prepared = prepared or prepare(config, with_text=True)
                 cold = _measure(config, prepared, model)
-                results.append(_record(key, cold, [*SETTINGS, *args.overrides]))
+                record = _record(key, cold, [*SETTINGS, *args.overrides])
+                results.append({**record, "variant": variant} if embedding and variant else record)
                 save_json(args.out, results)
     print(format_table(results))
     plot(results, PLOT)
@@ -136,8 +141,16 @@ def _record(
     }
 
 
+def _variant(overrides: list[str]) -> str:
+    """The ``embedding.*`` overrides of a run, e.g. ``id_dropout=0.3``: they make a model variant of its own
+    (a separate key and table row); other overrides (epochs, evaluation options) do not."""
+    prefix = "embedding."
+    return " ".join(o.removeprefix(prefix) for o in overrides if o.startswith(prefix))
+
+
 def _label(r: dict[str, Any]) -> str:
-    return r["embedding"] or r["model"]
+    base = r["embedding"] or r["model"]
+    return f"{base} {r['variant']}" if r.get("variant") else base
 
 
 REMEDIES = {"remedy_expected_id": "+mean ID", "remedy_id_regression": "+ID map"}  # offline only

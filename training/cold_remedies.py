@@ -161,9 +161,15 @@ REMEDY_KEYS = ("cold", "warm", "ratio", "surface_rate", "cold_slot_share", "targ
 
 
 def cold_item_metrics(
-    model: Recommender, split: ColdItemSplit, score_fn: ScoreFn, batch_size: int
+    model: Recommender,
+    split: ColdItemSplit,
+    score_fn: ScoreFn,
+    batch_size: int,
+    *,
+    remedies: bool = True,
 ) -> dict[str, Any]:
-    """`evaluate_cold_items` of a trained model; AlphaFuse also gets the offline remedies.
+    """`evaluate_cold_items` of a trained model; AlphaFuse also gets the offline remedies (unless ``remedies``
+    is False).
 
     ``remedy_expected_id`` (`expected_id_scorer`) and ``remedy_id_regression`` (`id_regression_scorer`, with the
     map's ``ridge``, ``heldout_r2`` and ``fit_items``): cold and warm figures, ratio, surface rate, cold slot share
@@ -178,7 +184,7 @@ def cold_item_metrics(
         remedy = evaluate_cold_items(scorer, split, batch_size)
         return {k: remedy[k] for k in REMEDY_KEYS}
 
-    if isinstance(items, AlphaFuseEmbedding) and items.null_dim > 0:
+    if remedies and isinstance(items, AlphaFuseEmbedding) and items.null_dim > 0:
         result["remedy_expected_id"] = figures(expected_id_scorer(model, split))
         scorer, id_map = id_regression_scorer(model, split)
         result["remedy_id_regression"] = {

@@ -59,6 +59,13 @@ class EmbeddingConfig(_Section):
         True,
         description="hold the ID rows of items absent from training at zero (honest cold items)",
     )
+    id_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="alphafuse: training-time rate at which an item occurrence's ID part is zeroed, so the "
+        "encoder also learns to rank items that carry text only (new items)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -76,6 +83,10 @@ class EmbeddingConfig(_Section):
     def _one_null_rule(self) -> EmbeddingConfig:
         if self.mode == "alphafuse" and (self.null_dim is None) == (self.null_threshold is None):
             raise ValueError("embedding: set exactly one of null_dim or null_threshold")
+        if self.id_dropout and self.mode != "alphafuse":
+            raise ValueError(
+                f"embedding.id_dropout applies to mode 'alphafuse' only, not {self.mode!r}"
+            )
         return self
 
 
@@ -162,6 +173,10 @@ class EvalConfig(_Section):
     tail_item_threshold: float | None = None
     tail_user_threshold: float | None = None
     batch_size: int = Field(1024, ge=1)
+    cold_remedies: bool = Field(
+        True,
+        description="cold_items protocol, alphafuse: also evaluate the offline remedies (6 more full rankings)",
+    )
 
 
 class ExperimentConfig(_Section):

@@ -9,7 +9,9 @@ and ``table() -> (N, d)`` (the full item table used for scoring). Input and outp
 - ``alphafuse``: the frozen standardized language part from ``core.alphafuse.project`` plus a trainable ID
   table of width d_n added onto the last d_n coordinates. With ``seen`` given, the ID rows of items never seen in
   training are held at exactly zero (their value and gradient are masked), so such items are scored from text alone,
-  as cold-start items are at serving time.
+  as cold-start items are at serving time. With ``id_dropout`` p > 0, training zeroes each item occurrence's ID
+  part with probability p (history rows, targets, negatives and the full table alike; no rescaling), so the
+  encoder also learns to rank items that carry their language part only, the form a new item is served in.
 """
 
 from __future__ import annotations
@@ -82,12 +84,16 @@ class AlphaFuseEmbedding(ItemEmbedding):
         id_init: IdInit = "zeros",
         init_std: float = 1.0,
         seen: torch.Tensor | None = None,
+        id_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         N, d = language.shape
         if not 0 <= null_dim <= d:
             raise ValueError(f"null_dim must be in [0, {d}], got {null_dim}")
+        if not 0.0 <= id_dropout < 1.0:
+            raise ValueError(f"id_dropout must be in [0, 1), got {id_dropout}")
         self.num_items, self.dim, self.null_dim = N, d, null_dim
+        self.id_dropout = id_dropout
         pad = torch.zeros(1, d, dtype=language.dtype)
         self.register_buffer("language", torch.cat([language, pad]))  # (N+1, d), frozen
         self.ids = nn.Embedding(N + 1, null_dim, padding_idx=N)
@@ -102,6 +108,13 @@ class AlphaFuseEmbedding(ItemEmbedding):
             raise ValueError(f"seen must have shape ({N},), got {tuple(seen.shape)}")  # type: ignore[union-attr]
         self.register_buffer("id_keep", keep)  # (N+1,) 1 = trainable ID row, 0 = held at zero
 
+    def _dropped(self, ids: torch.Tensor) -> torch.Tensor:
+        """(..., d_n) ID parts with whole rows zeroed at rate ``id_dropout`` while training."""
+        if not self.training or self.id_dropout == 0.0:
+            return ids
+        keep = torch.rand(ids.shape[:-1], device=ids.device) >= self.id_dropout  # (...)
+        return ids * keep.unsqueeze(-1).to(ids.dtype)
+
     def id_table(self) -> torch.Tensor:
         """(N, d_n) effective ID rows (zero for masked items)."""
         return self.ids.weight[: self.num_items] * self.id_keep[: self.num_items, None]
@@ -111,13 +124,14 @@ class AlphaFuseEmbedding(ItemEmbedding):
         if self.null_dim == 0:
             return lang
         d_s = self.dim - self.null_dim
-        return torch.cat([lang[:, :d_s], lang[:, d_s:] + self.id_table()], dim=1)  # (N, d)
+        ids = self._dropped(self.id_table())  # (N, d_n)
+        return torch.cat([lang[:, :d_s], lang[:, d_s:] + ids], dim=1)  # (N, d)
 
     def forward(self, item_idx: torch.Tensor) -> torch.Tensor:
         lang = self.language[item_idx]  # (..., d)
         if self.null_dim == 0:
             return lang
-        ids = self.ids(item_idx) * self.id_keep[item_idx].unsqueeze(-1)  # (..., d_n)
+        ids = self._dropped(self.ids(item_idx) * self.id_keep[item_idx].unsqueeze(-1))  # (..., d_n)
         d_s = self.dim - self.null_dim
         return torch.cat([lang[..., :d_s], lang[..., d_s:] + ids], dim=-1)
 
@@ -133,6 +147,7 @@ def build_item_embedding(
     init_std: float = 1.0,
     seen: NDArray[np.bool_] | None = None,
     fit_rows: NDArray[np.int64] | None = None,
+    id_dropout: float = 0.0,
 ) -> ItemEmbedding:
     """Build the item-embedding module of a mode.
 
@@ -146,7 +161,10 @@ def build_item_embedding(
         init_std: std of normal initialisation (``id`` mode and ``alphafuse`` normal init).
         seen: (N,) items present in the training data; ``alphafuse`` keeps the others' ID rows at zero.
         fit_rows: rows whose text fits the ``llminit`` projection (default all; ``cold_items``: the warm ones).
+        id_dropout: ``alphafuse`` only: the training-time rate at which an item occurrence's ID part is zeroed.
     """
+    if id_dropout and mode != "alphafuse":
+        raise ValueError(f"id_dropout applies to mode 'alphafuse' only, got mode {mode!r}")
     if mode == "id":
         return IDEmbedding(num_items, dim, std=init_std)
     if text_embeddings is None or len(text_embeddings) != num_items:
@@ -163,6 +181,11 @@ def build_item_embedding(
         language = torch.from_numpy(project(text_embeddings, basis).astype(np.float32))
         seen_t = None if seen is None else torch.from_numpy(np.asarray(seen, dtype=bool))
         return AlphaFuseEmbedding(
-            language, basis.null_dim, id_init=id_init, init_std=init_std, seen=seen_t
+            language,
+            basis.null_dim,
+            id_init=id_init,
+            init_std=init_std,
+            seen=seen_t,
+            id_dropout=id_dropout,
         )
     raise ValueError(f"unknown item-embedding mode {mode!r}; expected id, llminit or alphafuse")

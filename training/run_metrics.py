@@ -90,7 +90,7 @@ def test_metrics(
     extra = {}
     if isinstance(split, cold.ColdItemSplit):
         extra["cold_items"] = cold_remedies.cold_item_metrics(
-            model, split, table_scorer(model), cfg.batch_size
+            model, split, table_scorer(model), cfg.batch_size, remedies=cfg.cold_remedies
         )
     return {
         **extra,

@@ -142,6 +142,7 @@ def build_model(
         init_std=emb.init_std,
         seen=seen,
         fit_rows=cold.warm_rows(split),
+        id_dropout=emb.id_dropout,
     )
     m = config.model
     if m.name == "dreamrec":

@@ -136,11 +136,27 @@ def test_the_basis_is_fitted_on_warm_text_only(shared_data: Path, prepared: Prep
 
 
 @pytest.mark.parametrize(
-    ("mode", "loss", "negatives"),
-    [("alphafuse", "infonce", "shared"), ("llminit", "ce", "shared"), ("id", "bce", "per_example")],
+    ("mode", "loss", "negatives", "extra"),
+    [
+        ("alphafuse", "infonce", "shared", ()),
+        (
+            "alphafuse",
+            "ce",
+            "per_example",
+            ("embedding.id_dropout=0.5", "eval.cold_remedies=false"),
+        ),
+        ("llminit", "ce", "shared", ()),
+        ("id", "bce", "per_example", ()),
+    ],
 )
 def test_cold_items_get_no_gradient(
-    shared_data: Path, prepared: Prepared, tmp_path: Path, mode: str, loss: str, negatives: str
+    shared_data: Path,
+    prepared: Prepared,
+    tmp_path: Path,
+    mode: str,
+    loss: str,
+    negatives: str,
+    extra: tuple[str, ...],
 ) -> None:
     config = _config(
         shared_data,
@@ -149,6 +165,7 @@ def test_cold_items_get_no_gradient(
         f'train.negatives="{negatives}"',
         'embedding.id_init="normal"',
         "embedding.init_std=0.1",
+        *extra,
     )
     _seed_everything(config.train.seed)  # as run_experiment does before it builds the model
     basis = fit_basis(config, prepared) if mode == "alphafuse" else None
@@ -166,9 +183,10 @@ def test_cold_items_get_no_gradient(
         )  # type: ignore[operator]
     metrics = json.loads((tmp_path / "metrics.json").read_text())["cold_items"]
     assert set(metrics["cold"]) == {"HR@10", "HR@20", "NDCG@10", "NDCG@20"}
-    assert ("remedy_expected_id" in metrics) == (mode == "alphafuse")
+    with_remedies = mode == "alphafuse" and config.eval.cold_remedies
+    assert ("remedy_expected_id" in metrics) == with_remedies
     if (
-        mode == "alphafuse"
+        with_remedies
     ):  # the remedy moves cold rows only, by one shared vector: the trained rows' mean ID
         split = _split(prepared)
         remedy = remedies.expected_id_scorer(trained, split)
@@ -182,7 +200,7 @@ def test_cold_items_get_no_gradient(
         assert [e["beta"] for e in entries] == list(remedies.SEMANTIC_QUERY_BETAS)
         for entry in entries:
             assert set(entry) == {"beta", "last_n", *remedies.REMEDY_KEYS}
-    else:
+    elif mode != "alphafuse":
         with pytest.raises(ValueError, match="AlphaFuse"):
             remedies.expected_id_scorer(trained, _split(prepared))
         with pytest.raises(ValueError, match="AlphaFuse"):

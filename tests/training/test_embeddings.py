@@ -98,3 +98,30 @@ def test_zero_init_alphafuse_is_llminit_with_the_semantic_columns_frozen() -> No
     torch.testing.assert_close(af.table(), ll.table())
     torch.testing.assert_close(af.table()[:, : d - d_n], start[:, : d - d_n])
     assert not torch.allclose(af.table()[:, d - d_n :], start[:, d - d_n :])
+
+
+def test_id_dropout_zeroes_whole_id_parts_in_training_only() -> None:
+    torch.manual_seed(0)
+    E, d, d_n = _text(), 16, 6
+    basis = fit_semantic_basis(E, dim=d, null_dim=d_n)
+    items = build_item_embedding(
+        "alphafuse", 60, d, basis=basis, text_embeddings=E, id_init="normal", id_dropout=0.5
+    )
+    lang = items.language[:60]  # type: ignore[union-attr]
+    full = items.table().detach().clone()  # built in training mode: some rows dropped
+    items.eval()
+    exact = items.table().detach()
+    torch.testing.assert_close(exact[:, d - d_n :], lang[:, d - d_n :] + items.id_table().detach())
+    items.train()
+    for got in (items.table().detach(), items(torch.arange(60).repeat(50)).detach()):
+        torch.testing.assert_close(got[:, : d - d_n], lang.repeat(len(got) // 60, 1)[:, : d - d_n])
+        ref = exact.repeat(len(got) // 60, 1)
+        kept = torch.isclose(got, ref).all(1)
+        dropped = torch.isclose(got, lang.repeat(len(got) // 60, 1)).all(1)
+        assert bool((kept ^ dropped).all())  # each row is whole or has its ID part zero
+        assert 0.35 < float(dropped.float().mean()) < 0.65
+    assert not torch.equal(full, exact)
+    with pytest.raises(ValueError, match="id_dropout"):
+        build_item_embedding("llminit", 60, 8, text_embeddings=E, id_dropout=0.1)
+    with pytest.raises(ValueError, match="id_dropout"):
+        build_item_embedding("alphafuse", 60, d, basis=basis, text_embeddings=E, id_dropout=1.0)
