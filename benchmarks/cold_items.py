@@ -257,7 +257,11 @@ def _online(args: argparse.Namespace) -> None:
                 run_dir = Path(tmp) / "run"
                 run_experiment(config, run_dir, prepared=prepared)
                 replay = replay_cold_items(
-                    run_dir, Path(tmp) / "artifacts", prepared=prepared, with_warm=True
+                    run_dir,
+                    Path(tmp) / "artifacts",
+                    prepared=prepared,
+                    with_warm=True,
+                    semantic_query_beta=args.semantic_query_beta,
                 )
             online.append({**replay, "seed": seed, "settings": [*SETTINGS, *args.overrides]})
             save_json(args.online_out, online)
@@ -284,6 +288,12 @@ def _args() -> argparse.Namespace:
         "--online", action="store_true", help="the served replay (cold_items_online.json)"
     )
     p.add_argument("--online-out", type=Path, default=ONLINE)
+    p.add_argument(
+        "--semantic-query-beta",
+        type=float,
+        default=0.0,
+        help="--online: serve (and compute offline) the semantic query with this beta",
+    )
     p.add_argument("--report", action="store_true", help="only print the table and draw the plot")
     return p.parse_args()
 

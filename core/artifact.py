@@ -37,6 +37,7 @@ __all__ = [
     "EncoderSpec",
     "IndexSpec",
     "Manifest",
+    "SemanticQuerySpec",
     "TextEncoderSpec",
     "open_artifact",
     "resolve_artifact",
@@ -67,9 +68,19 @@ class Dims(_Frozen):
     d_l: int | None = Field(default=None, gt=0)
 
 
+class SemanticQuerySpec(_Frozen):
+    """The content term folded into the encoder graph: ``q = u + beta * s * [m_s ; 0]``, ``m_s`` the mean of the
+    first ``semantic_dim`` coordinates of the last ``last_n`` history rows (``training.semantic_query``)."""
+
+    beta: float = Field(gt=0)
+    last_n: int = Field(gt=0)
+    semantic_dim: int = Field(gt=0)
+
+
 class EncoderSpec(_Frozen):
     """The user encoder graph: inputs ``item_emb`` (B, L, d) float32 and ``mask`` (B, L) bool, True at real
-    items, left-padded so the most recent item is at L-1; output ``user`` (B, d) float32."""
+    items, left-padded so the most recent item is at L-1; output ``user`` (B, d) float32 (the semantic query
+    when ``semantic_query`` is set)."""
 
     file: str = "encoder.onnx"
     max_len: int = Field(gt=0)
@@ -78,6 +89,7 @@ class EncoderSpec(_Frozen):
     parity_max_abs_diff: float = Field(
         ge=0, description="ONNX vs torch on real histories at export"
     )
+    semantic_query: SemanticQuerySpec | None = None
 
 
 class IndexSpec(_Frozen):

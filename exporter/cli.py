@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def add_export_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``export RUN_DIR [--out] [--index] [--exact-threshold] [--version] [--no-current]``."""
+    """Register ``export RUN_DIR [--out] [--index] [--exact-threshold] [--version] [--no-current]
+    [--semantic-query-beta]``."""
     export = subparsers.add_parser(
         "export", help="export a trained run as a versioned serving artifact"
     )
@@ -79,6 +80,14 @@ def add_export_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     export.add_argument(
         "--no-current", action="store_true", help="do not point <out>/CURRENT at the new version"
     )
+    export.add_argument(
+        "--semantic-query-beta",
+        type=float,
+        default=0.0,
+        metavar="BETA",
+        help="alphafuse: add a content term of this relative size (from the last history items' language "
+        "coordinates) to every user vector, which lifts items added from their text (default 0: off)",
+    )
     export.set_defaults(func=_export)
 
 
@@ -93,6 +102,7 @@ def _export(args: argparse.Namespace) -> int:
         exact_threshold=args.exact_threshold,
         version=args.version,
         make_current=not args.no_current,
+        semantic_query_beta=args.semantic_query_beta,
     )
     m = open_artifact(path, verify=False)
     text = m.text_encoder.name if m.text_encoder is not None else "none"

@@ -29,6 +29,7 @@ from exporter.quickstart import serving
 from training import evaluate as ev
 from training.checkpoint import load_run
 from training.cold_items import ColdItemSplit
+from training.cold_remedies import semantic_query_vectors
 from training.config import ExperimentConfig
 from training.data.dataset import Examples
 from training.recommender import Recommender
@@ -50,6 +51,7 @@ def replay_cold_items(
     prepared: Prepared | None = None,
     index_kind: IndexKind = "flat",
     with_warm: bool = False,
+    semantic_query_beta: float = 0.0,
 ) -> dict[str, Any]:
     """Export ``run_dir``, serve it, add the cold items by text, replay the cold test cases; offline vs served.
 
@@ -59,6 +61,8 @@ def replay_cold_items(
         prepared: the run's data (default: ``prepare`` from the run's config; the split is deterministic).
         index_kind: the artifact's index (``flat``: exact).
         with_warm: replay the warm test cases too.
+        semantic_query_beta: export (and compute the offline figures) with the semantic query of this ``beta``
+            (``training.semantic_query``; 0: the plain user vector).
 
     Returns:
         ``offline`` and ``served`` HR@10 / NDCG@10 per case set (``cold``, optionally ``warm``), their absolute
@@ -75,8 +79,16 @@ def replay_cold_items(
     model = load_run(run_dir, device="cpu").model
     offline, target_scores = {}, {}
     for name, ex in cases.items():
-        offline[name], target_scores[name] = _offline(model, ex, split.num_items)
-    artifact = export_run(run_dir, artifact_root, index_kind=index_kind, version="cold-replay")
+        offline[name], target_scores[name] = _offline(
+            model, ex, split.num_items, semantic_query_beta
+        )
+    artifact = export_run(
+        run_dir,
+        artifact_root,
+        index_kind=index_kind,
+        version="cold-replay",
+        semantic_query_beta=semantic_query_beta,
+    )
     ds = prepared.dataset
     served: dict[str, dict[str, float]] = {}
     score_diff: dict[str, float] = {}
@@ -118,6 +130,7 @@ def replay_cold_items(
         "cold_items": config.data.cold_pick,
         "embedding": config.embedding.mode,
         "index": index_kind,
+        "semantic_query_beta": semantic_query_beta,
         "artifact_items": _artifact_items(artifact),
         "added_items": len(split.cold_items),
         "cases": {name: len(ex) for name, ex in cases.items()},
@@ -140,16 +153,20 @@ def _at_k(ranks: NDArray[np.int64]) -> dict[str, float]:
 
 @torch.no_grad()
 def _offline(
-    model: Recommender, examples: Examples, num_items: int
+    model: Recommender, examples: Examples, num_items: int, beta: float
 ) -> tuple[dict[str, float], NDArray[np.float32]]:
     """The trainer's figures on ``examples`` (full ranking, history masked) and (n,) each target's score."""
     table = model.items.table().detach()  # (N, d)
 
+    def queries(histories: NDArray[np.int64]) -> torch.Tensor:
+        hist = torch.from_numpy(histories)
+        return semantic_query_vectors(model, hist, beta) if beta else model.user_vectors(hist)
+
     def scores(histories: NDArray[np.int64]) -> torch.Tensor:
-        return model.user_vectors(torch.from_numpy(histories)) @ table.T  # (B, N)
+        return queries(histories) @ table.T  # (B, N)
 
     ranks = ev.evaluate_full(scores, examples, num_items, mask_history=True, ks=(REPLAY_K,)).ranks
-    users = model.user_vectors(torch.from_numpy(examples.histories))  # (n, d)
+    users = queries(examples.histories)  # (n, d)
     target = (users * table[torch.from_numpy(examples.targets)]).sum(1)  # (n,)
     return _at_k(ranks), target.numpy().astype(np.float32)
 

@@ -36,16 +36,20 @@ from core.artifact import (
     EncoderSpec,
     IndexSpec,
     Manifest,
+    SemanticQuerySpec,
     TextEncoderSpec,
     sha256_file,
     write_current,
     write_manifest,
 )
 from exporter.index import IndexKind, build_index
-from exporter.onnx_encoder import encoder_parity, export_user_encoder
+from exporter.onnx_encoder import UserEncoder, encoder_parity, export_user_encoder
 from exporter.text_encoder import export_text_encoder
 from training.checkpoint import BASIS_FILE, CONFIG_FILE, LoadedRun, load_run
+from training.cold_baselines import TEXT_KNN_LAST
 from training.cold_items import HELD_OUT_FILE
+from training.embeddings import AlphaFuseEmbedding
+from training.semantic_query import SemanticQueryEncoder
 
 __all__ = ["MAX_PARITY_DIFF", "export_run"]
 
@@ -65,6 +69,7 @@ def export_run(
     exact_threshold: int = 20_000,
     version: str | None = None,
     make_current: bool = True,
+    semantic_query_beta: float = 0.0,
 ) -> Path:
     """Export ``run_dir`` as ``out_root/<version>`` and return that path.
 
@@ -76,12 +81,17 @@ def export_run(
         exact_threshold: catalogue size from which ``auto`` builds an approximate index.
         version: the version name; default ``YYYYMMDDTHHMMSSZ-<first 8 hex of items.npy's sha256>``.
         make_current: point ``out_root/CURRENT`` at the new version.
+        semantic_query_beta: > 0 folds the semantic query (``training.semantic_query``) with this ``beta`` into
+            the user encoder graph (AlphaFuse only): every user vector gains a content term from the language
+            coordinates of the last history items, which lifts items added from their text.
 
     Raises:
         ValueError: the version exists or is not a plain name, the run is incomplete, the model kind is not
-            exportable, or the ONNX encoder differs from torch by more than ``MAX_PARITY_DIFF``.
+            exportable, or the ONNX encoder differs from torch by more than ``MAX_PARITY_DIFF``, or
+            ``semantic_query_beta`` is negative or set for a model without AlphaFuse's language coordinates.
     """
     run = load_run(run_dir, device="cpu")
+    encoder, semantic = _user_encoder(run, semantic_query_beta)
     if (
         run.config.model.name not in EXPORTABLE
     ):  # LLM-ESR is an offline baseline: no artifact contract
@@ -107,7 +117,18 @@ def export_run(
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=out_root))
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; the service may run as another user
-        _write_artifact(run, run_dir, tmp, table, items_npy, version, index_kind, exact_threshold)
+        _write_artifact(
+            run,
+            run_dir,
+            tmp,
+            table,
+            items_npy,
+            version,
+            index_kind,
+            exact_threshold,
+            encoder,
+            semantic,
+        )
         if final.exists():
             raise ValueError(f"{final} appeared during the export; artifact versions are immutable")
         tmp.rename(final)
@@ -135,6 +156,8 @@ def _write_artifact(
     version: str,
     index_kind: IndexKind,
     exact_threshold: int,
+    user_encoder: UserEncoder,
+    semantic: SemanticQuerySpec | None,
 ) -> Manifest:
     config, basis = run.config, run.basis
     mode = config.embedding.mode
@@ -143,9 +166,11 @@ def _write_artifact(
     np.save(out / "popularity.npy", _popularity(run, run_dir), allow_pickle=False)
     if basis is not None:
         shutil.copyfile(run_dir / BASIS_FILE, out / BASIS_FILE)
-    encoder = EncoderSpec(max_len=config.data.max_len, parity_max_abs_diff=0.0)
-    export_user_encoder(run.model.encoder, out / encoder.file)
-    parity, users = _check_encoder(run, out / encoder.file, table)
+    encoder = EncoderSpec(
+        max_len=config.data.max_len, parity_max_abs_diff=0.0, semantic_query=semantic
+    )
+    export_user_encoder(user_encoder, out / encoder.file)
+    parity, users = _check_encoder(user_encoder, config.data.max_len, out / encoder.file, table)
     encoder = encoder.model_copy(update={"parity_max_abs_diff": parity})
     index, index_spec = build_index(
         table, kind=index_kind, exact_threshold=exact_threshold, queries=users
@@ -173,16 +198,33 @@ def _write_artifact(
     return manifest
 
 
+def _user_encoder(run: LoadedRun, beta: float) -> tuple[UserEncoder, SemanticQuerySpec | None]:
+    """The encoder the graph is exported from: the model's own, or wrapped in the semantic query."""
+    encoder = run.model.encoder
+    if beta == 0:
+        return encoder, None
+    items = run.model.items
+    if beta < 0 or not isinstance(items, AlphaFuseEmbedding) or items.null_dim == 0:
+        raise ValueError(
+            f"semantic_query_beta must be >= 0 and needs an alphafuse model with a null space; got "
+            f"beta={beta} for embedding mode {run.config.embedding.mode!r}"
+        )
+    spec = SemanticQuerySpec(
+        beta=beta, last_n=TEXT_KNN_LAST, semantic_dim=items.dim - items.null_dim
+    )
+    return SemanticQueryEncoder(encoder, spec.semantic_dim, spec.beta, spec.last_n), spec
+
+
 def _check_encoder(
-    run: LoadedRun, onnx_path: Path, table: NDArray[np.float32]
+    encoder: UserEncoder, max_len: int, onnx_path: Path, table: NDArray[np.float32]
 ) -> tuple[float, NDArray[np.float32]]:
     """ONNX vs torch on random histories of real item rows (full length and a shorter L); the user vectors."""
-    item_emb, mask = _histories(table, run.config.data.max_len, PARITY_HISTORIES)
+    item_emb, mask = _histories(table, max_len, PARITY_HISTORIES)
     short = max(1, (item_emb.shape[1] + 1) // 2)
     parity = max(
-        encoder_parity(run.model.encoder, onnx_path, item_emb, mask),
+        encoder_parity(encoder, onnx_path, item_emb, mask),
         encoder_parity(
-            run.model.encoder,
+            encoder,
             onnx_path,
             np.ascontiguousarray(item_emb[:, -short:]),
             np.ascontiguousarray(mask[:, -short:]),
@@ -193,9 +235,7 @@ def _check_encoder(
             f"ONNX user encoder differs from torch by {parity:.3g} > {MAX_PARITY_DIFF} on real histories"
         )
     with torch.no_grad():
-        users = run.model.encoder.encode(
-            torch.from_numpy(item_emb), torch.from_numpy(mask)
-        )  # (H, d)
+        users = encoder.encode(torch.from_numpy(item_emb), torch.from_numpy(mask))  # (H, d)
     return parity, users.numpy()
 
 

@@ -24,8 +24,9 @@ from torch.jit._trace import TracerWarning
 
 from training.models.dreamrec import DreamRecEncoder
 from training.models.sasrec import SASRec
+from training.semantic_query import SemanticQueryEncoder
 
-UserEncoder = SASRec | DreamRecEncoder
+UserEncoder = SASRec | DreamRecEncoder | SemanticQueryEncoder
 
 __all__ = [
     "INPUT_NAMES",
@@ -67,9 +68,10 @@ def export_user_encoder(encoder: UserEncoder, path: Path) -> None:
         ValueError: the encoder's parameters are not all on the CPU, or a DreamRec encoder does not use the
             deterministic DDIM sampler.
     """
-    if isinstance(encoder, DreamRecEncoder) and encoder.sampler != "ddim":
+    inner = encoder.encoder if isinstance(encoder, SemanticQueryEncoder) else encoder
+    if isinstance(inner, DreamRecEncoder) and inner.sampler != "ddim":
         raise ValueError(
-            f"only the deterministic DDIM sampler is exported, the encoder uses {encoder.sampler!r}"
+            f"only the deterministic DDIM sampler is exported, the encoder uses {inner.sampler!r}"
         )
     devices = {p.device.type for p in encoder.parameters()}
     if devices != {"cpu"}:

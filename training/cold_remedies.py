@@ -9,7 +9,8 @@ Every remedy keeps the rule "a new item's embedding comes from its text alone":
   items (scaled to the norm of ``u``'s language part), so every item, warm or cold, is still scored by one inner
   product with its unchanged row (the same index could serve it).
 
-None of them is in the service; `cold_item_metrics` reports them beside the plain figures.
+`cold_item_metrics` reports them beside the plain figures. The semantic query (`training.semantic_query`) can be
+served: ``recsys export --semantic-query-beta B`` folds it into the ONNX user encoder; the other two are offline only.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from training.cold_baselines import TEXT_KNN_LAST
 from training.cold_items import ColdItemSplit, IntArray, ScoreFn, evaluate_cold_items
 from training.embeddings import AlphaFuseEmbedding
 from training.recommender import Recommender, table_scorer
+from training.semantic_query import semantic_query
 
 __all__ = [
     "REMEDY_KEYS",
@@ -118,15 +120,8 @@ def id_regression_scorer(
 def semantic_query_vectors(
     model: Recommender, histories: torch.Tensor, beta: float, last_n: int = TEXT_KNN_LAST
 ) -> torch.Tensor:
-    """(B, T) left-padded histories -> (B, d) queries ``q = u + beta * s * [m_s ; 0]`` (the semantic-query remedy).
-
-    ``u`` is the model's user vector. An AlphaFuse row is ``e = [lang_s ; lang_n + id]``: its first
-    ``d_s = d - d_n`` coordinates are pure (whitened) language, the same for a trained and a new item. ``m_s`` is the
-    mean of those coordinates over the last ``last_n`` real (non-padding) history items, and
-    ``s = |u_s| / |m_s|`` scales it to the norm of ``u``'s own first ``d_s`` coordinates, so ``beta`` is the ratio of
-    the content term to the user's language part whatever the dataset's scale. Hence for every item
-    ``q . e = u . e + beta * s * (m_s . lang_s(e))``; the null coordinates of ``q`` are ``u``'s. ``beta = 0`` is the
-    model itself.
+    """(B, T) left-padded histories -> (B, d) semantic queries ``q = u + beta * s * [m_s ; 0]`` of an AlphaFuse
+    model (`training.semantic_query.semantic_query`, over the model's own rows of the history).
 
     Raises:
         ValueError: the model is not AlphaFuse with a null space, ``beta < 0`` or ``last_n < 1``.
@@ -134,15 +129,10 @@ def semantic_query_vectors(
     items = _alphafuse_items(model, "semantic-query")
     if beta < 0 or last_n < 1:
         raise ValueError(f"need beta >= 0 and last_n >= 1, got beta={beta}, last_n={last_n}")
-    d_s = items.dim - items.null_dim
     user = model.user_vectors(histories)  # (B, d)
-    recent = histories[:, -last_n:]  # (B, n), left-padded with N
-    count = (recent != items.num_items).sum(1, keepdim=True).clamp_min(1)  # (B, 1)
-    m_s = items.language[recent, :d_s].sum(1) / count  # (B, d_s); the pad row N is zero
-    scale = user[:, :d_s].norm(dim=1, keepdim=True) / m_s.norm(dim=1, keepdim=True).clamp_min(
-        1e-12
-    )  # (B, 1)
-    return torch.cat([user[:, :d_s] + beta * scale * m_s, user[:, d_s:]], dim=1)  # (B, d)
+    item_emb = items(histories)  # (B, T, d); its first d_s coordinates are the language part
+    mask = histories != items.num_items  # (B, T)
+    return semantic_query(user, item_emb, mask, items.dim - items.null_dim, beta, last_n)
 
 
 def semantic_query_scorer(model: Recommender, beta: float, last_n: int = TEXT_KNN_LAST) -> ScoreFn:

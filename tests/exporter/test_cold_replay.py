@@ -17,7 +17,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "training" / "configs" / "ml-100k
 
 
 @pytest.fixture(scope="module")
-def replay(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def cold_run(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.set_num_threads(1)
     config = load_config(
         CONFIG,
@@ -33,7 +33,21 @@ def replay(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     )
     run_dir = tmp_path_factory.mktemp("cold-run")
     run_experiment(config, run_dir)
-    result = replay_cold_items(run_dir, tmp_path_factory.mktemp("artifacts"), with_warm=True)
+    return run_dir
+
+
+@pytest.fixture(scope="module", params=[0.0, 0.5], ids=["plain", "semantic-query"])
+def replay(
+    cold_run: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> dict[str, object]:
+    """The replay with the plain user vector, and with the semantic query folded into the encoder graph."""
+    run_dir = cold_run
+    result = replay_cold_items(
+        run_dir,
+        tmp_path_factory.mktemp("artifacts"),
+        with_warm=True,
+        semantic_query_beta=request.param,
+    )
     result["held_out"] = json.loads((run_dir / HELD_OUT_FILE).read_text())
     result["run_items"] = len(json.loads((run_dir / "item_ids.json").read_text()))
     return result

@@ -151,3 +151,44 @@ def test_cli_exports_and_prints_a_summary(
     assert "recall@10 1.0000" in out
     assert "parity" in out
     assert (root / "CURRENT").read_text().strip() == "cli-v1"
+
+
+def test_semantic_query_is_exported_in_the_encoder_graph_and_served(
+    alphafuse_run: Path, id_run: Path, tmp_path: Path
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from service.metrics import ServiceMetrics
+    from service.runtime import ModelRuntime, Query
+    from training.cold_remedies import semantic_query_vectors
+
+    path = export_run(alphafuse_run, tmp_path / "a", version="semq", semantic_query_beta=0.5)
+    spec = open_artifact(path).encoder.semantic_query
+    assert spec is not None
+    assert (spec.beta, spec.last_n, spec.semantic_dim) == (0.5, 5, 64)
+    run = load_run(alphafuse_run)
+    table = np.load(path / "items.npy", allow_pickle=False)
+    rows = np.array([[0, 0, 0, 5, 17, 99, 2, 8], [3, 1, 4, 1, 5, 9, 2, 6]])  # (B, L) item rows
+    mask = np.array([[False] * 3 + [True] * 5, [True] * 8])
+    histories = torch.from_numpy(np.where(mask, rows, run.model.num_items))  # (B, L), pad = N
+    with torch.no_grad():
+        expected = semantic_query_vectors(run.model, histories, 0.5).numpy()  # (B, d)
+        plain = run.model.user_vectors(histories).numpy()
+    item_emb = table[rows] * mask[..., None]  # (B, L, d), as the service gathers it
+    (query,) = ort_session(path / "encoder.onnx").run(None, {"item_emb": item_emb, "mask": mask})
+    np.testing.assert_allclose(query, expected, atol=1e-4)
+    assert np.abs(query - plain).max() > 0.1  # the content term is really there
+    runtime = ModelRuntime.load(path, threads=1, metrics=ServiceMetrics(CollectorRegistry()))
+    try:
+        for b in range(2):
+            history = rows[b][mask[b]]
+            (found, scores), *_ = runtime.recommend([Query(history, k=10, exclude=frozenset())])
+            offline = table @ expected[b]  # (N,)
+            np.testing.assert_allclose(scores, offline[found], rtol=1e-4, atol=1e-3)
+            top = np.argsort(-offline, kind="stable")[:10]
+            assert len(set(found.tolist()) & set(top.tolist())) >= 9
+    finally:
+        runtime.close()
+    with pytest.raises(ValueError, match="needs an alphafuse model"):
+        export_run(id_run, tmp_path / "b", semantic_query_beta=0.5)
+    assert not (tmp_path / "b").exists()
