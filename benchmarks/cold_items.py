@@ -36,7 +36,6 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "training" / "configs"
 RESULTS = REPO / "benchmarks" / "results" / "cold_items.json"
 ONLINE = REPO / "benchmarks" / "results" / "cold_items_online.json"
-PLOT = REPO / "benchmarks" / "results" / "cold_items.png"
 DATASETS = [
     "ml-100k:newest",
     "amazon14-beauty:random",
@@ -59,7 +58,7 @@ def main() -> None:
     results = load_records(args.out)
     if args.report:
         print(format_table(results))
-        plot(results, PLOT)
+        plot(results, args.out.with_suffix(".png"))
         return
     if args.online:
         _online(args)
@@ -86,7 +85,7 @@ def main() -> None:
                 results.append({**record, "variant": variant} if embedding and variant else record)
                 save_json(args.out, results)
     print(format_table(results))
-    plot(results, PLOT)
+    plot(results, args.out.with_suffix(".png"))
 
 
 def _config(
@@ -220,7 +219,8 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     for p, (dataset, pick) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), p + 1)
         runs = [r for r in results if (r["dataset"], r["cold_items"]) == (dataset, pick)]
-        labels = [m for m in MODELS if any(_label(r) == m for r in runs)]
+        present = {_label(r) for r in runs}  # the models in their order, then their variants
+        labels = [m for m in MODELS if m in present] + sorted(present - set(MODELS))
         x = np.arange(len(labels))
         for offset, part in ((-0.2, "cold"), (0.2, "warm")):
             values = [
