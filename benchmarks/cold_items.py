@@ -76,13 +76,16 @@ def main() -> None:
                 embedding = model if model in ("id", "llminit", "alphafuse") else None
                 name = "sasrec" if embedding else model
                 key = (dataset, pick, name, embedding, seed)
-                if (*key, variant if embedding else "") in done:
+                run_variant = (
+                    variant if embedding else ""
+                )  # the baselines have no embedding options
+                if (*key, run_variant) in done:
                     continue
                 config = _config(dataset, pick, seed, embedding or "id", args.overrides)
                 prepared = prepared or prepare(config, with_text=True)
                 cold = _measure(config, prepared, model)
                 record = _record(key, cold, [*SETTINGS, *args.overrides])
-                results.append({**record, "variant": variant} if embedding and variant else record)
+                results.append({**record, "variant": run_variant} if run_variant else record)
                 save_json(args.out, results)
     print(format_table(results))
     plot(results, args.out.with_suffix(".png"))

@@ -46,7 +46,6 @@ from exporter.index import IndexKind, build_index
 from exporter.onnx_encoder import UserEncoder, encoder_parity, export_user_encoder
 from exporter.text_encoder import export_text_encoder
 from training.checkpoint import BASIS_FILE, CONFIG_FILE, LoadedRun, load_run
-from training.cold_baselines import TEXT_KNN_LAST
 from training.cold_items import HELD_OUT_FILE
 from training.embeddings import AlphaFuseEmbedding
 from training.semantic_query import SemanticQueryEncoder
@@ -209,10 +208,9 @@ def _user_encoder(run: LoadedRun, beta: float) -> tuple[UserEncoder, SemanticQue
             f"semantic_query_beta must be >= 0 and needs an alphafuse model with a null space; got "
             f"beta={beta} for embedding mode {run.config.embedding.mode!r}"
         )
-    spec = SemanticQuerySpec(
-        beta=beta, last_n=TEXT_KNN_LAST, semantic_dim=items.dim - items.null_dim
-    )
-    return SemanticQueryEncoder(encoder, spec.semantic_dim, spec.beta, spec.last_n), spec
+    query = SemanticQueryEncoder(encoder, items.dim - items.null_dim, beta)
+    spec = SemanticQuerySpec(beta=beta, last_n=query.last_n, semantic_dim=query.semantic_dim)
+    return query, spec
 
 
 def _check_encoder(

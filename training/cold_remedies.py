@@ -4,10 +4,8 @@ Every remedy keeps the rule "a new item's embedding comes from its text alone":
 
 - ``remedy_expected_id`` (`expected_id_scorer`): each cold row gets the trained items' mean ID part.
 - ``remedy_id_regression`` (`id_regression_scorer`): each cold row gets the ID part its text predicts (ridge map).
-- ``remedy_semantic_query`` (`semantic_query_scorer`): no item changes; the *query* gains a content term in the
-  pure-language coordinates, ``q = u + beta * [m_s ; 0]`` with ``m_s`` the mean language part of the last few history
-  items (scaled to the norm of ``u``'s language part), so every item, warm or cold, is still scored by one inner
-  product with its unchanged row (the same index could serve it).
+- ``remedy_semantic_query`` (`semantic_query_scorer`): no item changes; the *query* gains a content term from the
+  history's language coordinates (`training.semantic_query`), so every item is still one inner product with its row.
 
 `cold_item_metrics` reports them beside the plain figures. The semantic query (`training.semantic_query`) can be
 served: ``recsys export --semantic-query-beta B`` folds it into the ONNX user encoder; the other two are offline only.
@@ -127,8 +125,6 @@ def semantic_query_vectors(
         ValueError: the model is not AlphaFuse with a null space, ``beta < 0`` or ``last_n < 1``.
     """
     items = _alphafuse_items(model, "semantic-query")
-    if beta < 0 or last_n < 1:
-        raise ValueError(f"need beta >= 0 and last_n >= 1, got beta={beta}, last_n={last_n}")
     user = model.user_vectors(histories)  # (B, d)
     item_emb = items(histories)  # (B, T, d); its first d_s coordinates are the language part
     mask = histories != items.num_items  # (B, T)

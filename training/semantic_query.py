@@ -38,17 +38,20 @@ def semantic_query(
     Raises:
         ValueError: ``beta < 0``, ``last_n < 1`` or ``semantic_dim`` outside [1, d].
     """
-    d = user.shape[-1]
-    if beta < 0 or last_n < 1 or not 1 <= semantic_dim <= d:
-        raise ValueError(
-            f"need beta >= 0, last_n >= 1 and 1 <= semantic_dim <= {d}, "
-            f"got beta={beta}, last_n={last_n}, semantic_dim={semantic_dim}"
-        )
+    _check(semantic_dim, beta, last_n, user.shape[-1])
     recent = mask[:, -last_n:].to(item_emb.dtype).unsqueeze(-1)  # (B, n, 1)
     m_s = (item_emb[:, -last_n:, :semantic_dim] * recent).sum(1) / recent.sum(1).clamp_min(1.0)
     u_s = user[:, :semantic_dim]  # (B, d_s)
     scale = u_s.norm(dim=1, keepdim=True) / m_s.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return torch.cat([u_s + beta * scale * m_s, user[:, semantic_dim:]], dim=1)  # (B, d)
+
+
+def _check(semantic_dim: int, beta: float, last_n: int, dim: int) -> None:
+    if beta < 0 or last_n < 1 or not 1 <= semantic_dim <= dim:
+        raise ValueError(
+            f"need beta >= 0, last_n >= 1 and 1 <= semantic_dim <= {dim}, "
+            f"got beta={beta}, last_n={last_n}, semantic_dim={semantic_dim}"
+        )
 
 
 class SemanticQueryEncoder(nn.Module):
@@ -62,11 +65,7 @@ class SemanticQueryEncoder(nn.Module):
         last_n: int = TEXT_KNN_LAST,
     ) -> None:
         super().__init__()
-        if beta < 0 or last_n < 1 or not 1 <= semantic_dim <= encoder.config.dim:
-            raise ValueError(
-                f"need beta >= 0, last_n >= 1 and 1 <= semantic_dim <= {encoder.config.dim}, "
-                f"got beta={beta}, last_n={last_n}, semantic_dim={semantic_dim}"
-            )
+        _check(semantic_dim, beta, last_n, encoder.config.dim)  # at construction: before any export
         self.encoder = encoder
         self.semantic_dim, self.beta, self.last_n = semantic_dim, beta, last_n
 
