@@ -47,6 +47,7 @@ MODELS = ["popularity", "text_knn", "id", "llminit", "alphafuse"]
 # compute is scarce (2 shared CPU cores): capped epochs, L=20; stated in every record
 SETTINGS = ["train.max_epochs=6", "train.patience=3", "data.max_len=20", "train.threads=1"]
 KEYS = ["HR@10", "NDCG@10", "HR@20", "NDCG@20"]
+EMBEDDING = "embedding."  # the overrides that make a model variant (baselines ignore them)
 
 
 def main() -> None:
@@ -76,15 +77,15 @@ def main() -> None:
                 embedding = model if model in ("id", "llminit", "alphafuse") else None
                 name = "sasrec" if embedding else model
                 key = (dataset, pick, name, embedding, seed)
-                run_variant = (
-                    variant if embedding else ""
-                )  # the baselines have no embedding options
+                # the baselines have no embedding options: they ignore the embedding.* overrides
+                run_variant = variant if embedding else ""
+                overrides = args.overrides if embedding else _without_embedding(args.overrides)
                 if (*key, run_variant) in done:
                     continue
-                config = _config(dataset, pick, seed, embedding or "id", args.overrides)
+                config = _config(dataset, pick, seed, embedding or "id", overrides)
                 prepared = prepared or prepare(config, with_text=True)
                 cold = _measure(config, prepared, model)
-                record = _record(key, cold, [*SETTINGS, *args.overrides])
+                record = _record(key, cold, [*SETTINGS, *overrides])
                 results.append({**record, "variant": run_variant} if run_variant else record)
                 save_json(args.out, results)
     print(format_table(results))
@@ -146,8 +147,11 @@ def _record(
 def _variant(overrides: list[str]) -> str:
     """The ``embedding.*`` overrides of a run, e.g. ``id_dropout=0.3``: they make a model variant of its own
     (a separate key and table row); other overrides (epochs, evaluation options) do not."""
-    prefix = "embedding."
-    return " ".join(o.removeprefix(prefix) for o in overrides if o.startswith(prefix))
+    return " ".join(o.removeprefix(EMBEDDING) for o in overrides if o.startswith(EMBEDDING))
+
+
+def _without_embedding(overrides: list[str]) -> list[str]:
+    return [o for o in overrides if not o.startswith(EMBEDDING)]
 
 
 def _label(r: dict[str, Any]) -> str:
@@ -183,7 +187,8 @@ def format_table(results: list[dict[str, Any]]) -> str:
         for label, figures in _rows(r):
             groups.setdefault((r["dataset"], r["cold_items"], label), []).append(figures)
     cols = ["cold NDCG@10", "cold HR@10", "warm NDCG@10", "warm HR@10", "HR@10 c/w", "surface"]
-    header = f"{'dataset':<16} {'pick':<7} {'model':<24} {'seeds':>5} " + " ".join(
+    width = max([24, *(len(label) for _, _, label in groups)])
+    header = f"{'dataset':<16} {'pick':<7} {'model':<{width}} {'seeds':>5} " + " ".join(
         f"{c:>15}" for c in [*cols, "ID-map R2"]
     )
     lines = [header, "-" * len(header)]
@@ -203,7 +208,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
             cell([r["id_map"]["heldout_r2"] for r in runs]) if "id_map" in runs[0] else "",
         ]
         lines.append(
-            f"{dataset:<16} {pick:<7} {label:<24} {len(runs):>5} "
+            f"{dataset:<16} {pick:<7} {label:<{width}} {len(runs):>5} "
             + " ".join(f"{c:>15}" for c in cells)
         )
     return "\n".join(lines)
