@@ -47,6 +47,8 @@ MODELS = ["popularity", "text_knn", "id", "llminit", "alphafuse"]
 # compute is scarce (2 shared CPU cores): capped epochs, L=20; stated in every record
 SETTINGS = ["train.max_epochs=6", "train.patience=3", "data.max_len=20", "train.threads=1"]
 KEYS = ["HR@10", "NDCG@10", "HR@20", "NDCG@20"]
+# the README recipe's --semantic-query-beta: plotted beside each variant's own figures
+SERVED_BETA = 0.5
 EMBEDDING = "embedding."  # the overrides that make a model variant (baselines ignore them)
 
 
@@ -176,6 +178,13 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     )
 
 
+def _plotted(r: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A run's own figures and, for a variant, its semantic-query figures at the served beta."""
+    rows = _rows(r)
+    served = f"+semq b={SERVED_BETA:g}"
+    return rows[:1] + [row for row in rows if r.get("variant") and row[0].endswith(served)]
+
+
 def format_table(results: list[dict[str, Any]]) -> str:
     """Mean +- std over seeds per (dataset, pick, model): cold and warm NDCG@10/HR@10, ratio, surface rate.
 
@@ -215,40 +224,46 @@ def format_table(results: list[dict[str, Any]]) -> str:
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
-    """Cold vs warm NDCG@10 (mean over seeds, std as error bars) per model, one panel per dataset/pick."""
+    """Cold vs warm NDCG@10 (mean over seeds, std as error bars) per model, one panel per dataset/pick; a
+    variant also gets a bar pair for its semantic query at ``SERVED_BETA``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     panels = sorted({(r["dataset"], r["cold_items"]) for r in results})
     if not panels:
         return
-    fig = Figure(figsize=(4.2 * len(panels), 3.6))
+    cols = min(2, len(panels))
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(7.5 * cols, 3.6 * rows))
     FigureCanvasAgg(fig)
     for p, (dataset, pick) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), p + 1)
-        runs = [r for r in results if (r["dataset"], r["cold_items"]) == (dataset, pick)]
-        present = {_label(r) for r in runs}  # the models in their order, then their variants
-        labels = [m for m in MODELS if m in present] + sorted(present - set(MODELS))
+        ax = fig.add_subplot(rows, cols, p + 1)
+        figures: dict[str, list[dict[str, Any]]] = {}
+        for r in results:
+            if (r["dataset"], r["cold_items"]) == (dataset, pick):
+                for label, f in _plotted(r):
+                    figures.setdefault(label, []).append(f)
+        # the models in their order, then their variants
+        labels = [m for m in MODELS if m in figures] + sorted(set(figures) - set(MODELS))
         x = np.arange(len(labels))
         for offset, part in ((-0.2, "cold"), (0.2, "warm")):
-            values = [
-                [r["metrics"][part]["NDCG@10"] for r in runs if _label(r) == m] for m in labels
-            ]
-            ax.bar(
+            values = [[f[part]["NDCG@10"] for f in figures[m]] for m in labels]
+            ax.barh(
                 x + offset,
                 [np.mean(v) for v in values],
                 0.4,
-                yerr=[np.std(v) for v in values],
+                xerr=[np.std(v) for v in values],
                 label=part,
             )
-        ax.set_xticks(x, labels, rotation=30, fontsize=8)
+        ax.set_yticks(x, labels, fontsize=7)
+        ax.invert_yaxis()
         ax.set_title(f"{dataset} ({pick})", fontsize=9)
-        ax.set_ylabel("NDCG@10")
+        ax.set_xlabel("NDCG@10")
         ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=110)
+    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     tmp.replace(path)
 
 
