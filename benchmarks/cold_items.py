@@ -181,8 +181,10 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 def _plotted(r: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """A run's own figures and, for a variant, its semantic-query figures at the served beta."""
     rows = _rows(r)
+    if not r.get("variant"):
+        return rows[:1]
     served = f"+semq b={SERVED_BETA:g}"
-    return rows[:1] + [row for row in rows if r.get("variant") and row[0].endswith(served)]
+    return rows[:1] + [row for row in rows if row[0].endswith(served)]
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
@@ -232,12 +234,12 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     panels = sorted({(r["dataset"], r["cold_items"]) for r in results})
     if not panels:
         return
-    cols = min(2, len(panels))
-    rows = -(-len(panels) // cols)
-    fig = Figure(figsize=(7.5 * cols, 3.6 * rows))
+    n_cols = min(2, len(panels))
+    n_rows = -(-len(panels) // n_cols)
+    fig = Figure(figsize=(7.5 * n_cols, 3.6 * n_rows))
     FigureCanvasAgg(fig)
     for p, (dataset, pick) in enumerate(panels):
-        ax = fig.add_subplot(rows, cols, p + 1)
+        ax = fig.add_subplot(n_rows, n_cols, p + 1)
         figures: dict[str, list[dict[str, Any]]] = {}
         for r in results:
             if (r["dataset"], r["cold_items"]) == (dataset, pick):
