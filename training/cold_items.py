@@ -50,6 +50,7 @@ __all__ = [
     "negative_pool",
     "pick_cold_items",
     "warm_rows",
+    "without_cold_items",
 ]
 
 logger = logging.getLogger(__name__)
@@ -228,6 +229,23 @@ def make_cold_item_split(
     """`pick_cold_items` (reading timestamps for ``newest``) then `cold_item_split`."""
     times = first_interaction_times(source, ds) if pick == "newest" else None
     return cold_item_split(ds, pick_cold_items(ds, share, pick, seed, times), max_len)
+
+
+def without_cold_items(
+    ds: SequenceDataset, source: DataSource, *, share: float, pick: ColdPick, seed: int
+) -> SequenceDataset:
+    """The catalogue before the cold items the same settings would hold out existed (``data.cold_tuning``).
+
+    Their rows and interactions are removed, so a split made on the result with the same pick (``newest``: the
+    newest of what is left, a time-shifted split) can choose settings without ever seeing the test's cold items.
+    """
+    times = first_interaction_times(source, ds) if pick == "newest" else None
+    keep = np.ones(ds.num_items, dtype=bool)
+    keep[pick_cold_items(ds, share, pick, seed, times)] = False
+    logger.info(
+        "%s tuning split: %d test cold items removed from the catalogue", ds.name, (~keep).sum()
+    )
+    return ds.select_items(keep)
 
 
 # ---- what the trainer may touch ----

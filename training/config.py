@@ -42,6 +42,19 @@ class DataConfig(_Section):
     cold_pick: Literal["random", "newest"] = Field(
         "random", description="cold_items: uniform (seeded) or latest first interaction"
     )
+    cold_tuning: bool = Field(
+        False,
+        description="cold_items: a tuning split that never sees the test's cold items: they are removed from "
+        "the catalogue first (not yet released), then the same pick runs on the rest",
+    )
+
+    @model_validator(mode="after")
+    def _tuning_needs_cold_items(self) -> DataConfig:
+        if self.cold_tuning and self.protocol != "cold_items":
+            raise ValueError(
+                f"data.cold_tuning needs data.protocol='cold_items', got {self.protocol!r}"
+            )
+        return self
 
 
 class EmbeddingConfig(_Section):

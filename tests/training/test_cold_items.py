@@ -125,6 +125,29 @@ def test_random_pick_is_seeded_and_newest_needs_timestamps(prepared: Prepared) -
         _config(Path("/nonexistent"), "train.weight_decay=0.01")
 
 
+def test_the_tuning_split_never_sees_the_test_cold_items(
+    shared_data: Path, prepared: Prepared
+) -> None:
+    tuning = prepare(_config(shared_data, "data.cold_tuning=true"), with_text=False)
+    test_cold = {prepared.dataset.item_ids[i] for i in _split(prepared).cold_items}
+    ds = tuning.dataset
+    assert ds.num_items == prepared.dataset.num_items - len(test_cold)
+    assert test_cold.isdisjoint(ds.item_ids)  # gone from the catalogue, not only from training
+    split = _split(tuning)
+    interacted = ds.item_interaction_counts() > 0
+    assert len(split.cold_items) == round(0.1 * interacted.sum())
+    times = cold.first_interaction_times(_config(shared_data).data.source, ds)
+    warm = ~split.cold_mask() & interacted
+    assert times[split.cold_items].min() >= times[warm].max()  # the newest of what is left
+    assert times[split.cold_items].max() <= min(
+        cold.first_interaction_times(_config(shared_data).data.source, prepared.dataset)[
+            _split(prepared).cold_items
+        ]
+    )  # time-shifted: released before every test cold item
+    with pytest.raises(ValueError, match="cold_tuning"):
+        load_config(CONFIG, ["data.cold_tuning=true"])
+
+
 def test_the_basis_is_fitted_on_warm_text_only(shared_data: Path, prepared: Prepared) -> None:
     config = _config(shared_data)
     basis = fit_basis(config, prepared)
