@@ -47,7 +47,7 @@ from exporter.onnx_encoder import UserEncoder, encoder_parity, export_user_encod
 from exporter.text_encoder import export_text_encoder
 from training.checkpoint import BASIS_FILE, CONFIG_FILE, LoadedRun, load_run
 from training.cold_items import HELD_OUT_FILE
-from training.embeddings import AlphaFuseEmbedding
+from training.embeddings import alphafuse_with_null_space
 from training.semantic_query import SemanticQueryEncoder
 
 __all__ = ["MAX_PARITY_DIFF", "export_run"]
@@ -202,13 +202,11 @@ def _user_encoder(run: LoadedRun, beta: float) -> tuple[UserEncoder, SemanticQue
     encoder = run.model.encoder
     if beta == 0:
         return encoder, None
-    items = run.model.items
-    if beta < 0 or not isinstance(items, AlphaFuseEmbedding) or items.null_dim == 0:
-        raise ValueError(
-            f"semantic_query_beta must be >= 0 and needs an alphafuse model with a null space; got "
-            f"beta={beta} for embedding mode {run.config.embedding.mode!r}"
-        )
-    query = SemanticQueryEncoder(encoder, items.dim - items.null_dim, beta)
+    mode = run.config.embedding.mode
+    items = alphafuse_with_null_space(
+        run.model.items, f"semantic_query_beta (embedding mode {mode!r})"
+    )
+    query = SemanticQueryEncoder(encoder, items.semantic_dim, beta)  # raises for beta < 0
     spec = SemanticQuerySpec(beta=beta, last_n=query.last_n, semantic_dim=query.semantic_dim)
     return query, spec
 

@@ -20,7 +20,7 @@ import torch
 from core.alphafuse import IdMap, fit_id_map, predict_id
 from training.cold_baselines import TEXT_KNN_LAST
 from training.cold_items import ColdItemSplit, IntArray, ScoreFn, evaluate_cold_items
-from training.embeddings import AlphaFuseEmbedding
+from training.embeddings import AlphaFuseEmbedding, alphafuse_with_null_space
 from training.recommender import Recommender, table_scorer
 from training.semantic_query import semantic_query
 
@@ -39,13 +39,6 @@ __all__ = [
 SEMANTIC_QUERY_BETAS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
 
 
-def _alphafuse_items(model: Recommender, remedy: str) -> AlphaFuseEmbedding:
-    items = model.items
-    if not isinstance(items, AlphaFuseEmbedding) or items.null_dim == 0:
-        raise ValueError(f"the {remedy} remedy needs an AlphaFuse model with null_dim > 0")
-    return items
-
-
 def expected_id_scorer(model: Recommender, split: ColdItemSplit) -> ScoreFn:
     """AlphaFuse with the remedy "expected ID part": each cold row gets the mean ID part of the trained items.
 
@@ -57,14 +50,14 @@ def expected_id_scorer(model: Recommender, split: ColdItemSplit) -> ScoreFn:
     Raises:
         ValueError: the model is not AlphaFuse with a null space.
     """
-    items = _alphafuse_items(model, "expected-ID")
+    items = alphafuse_with_null_space(model.items, "the expected-ID remedy")
     with torch.no_grad():
         trained = items.id_keep[: items.num_items].bool()  # (N,)
         ids = items.id_table()  # (N, d_n)
         mean_id = ids[trained].mean(0)  # (d_n,)
         table = items.table().detach().clone()  # (N, d)
         cold = torch.from_numpy(split.cold_mask()).to(table.device)  # (N,)
-        table[cold, items.dim - items.null_dim :] += mean_id
+        table[cold, items.semantic_dim :] += mean_id
     return table_scorer(model, table)
 
 
@@ -96,14 +89,14 @@ def id_regression_table(
     Raises:
         ValueError: the model is not AlphaFuse with a null space.
     """
-    items = _alphafuse_items(model, "ID-regression")
+    items = alphafuse_with_null_space(model.items, "the ID-regression remedy")
     id_map = fit_item_id_map(items, seed)
     with torch.no_grad():
         table = items.table().detach().clone()  # (N, d)
         cold = torch.from_numpy(split.cold_items).to(table.device)  # (C,)
         language = items.language[cold].double().cpu().numpy()  # (C, d)
         predicted = torch.from_numpy(predict_id(language, id_map)).to(table)  # (C, d_n)
-        table[cold, items.dim - items.null_dim :] += predicted
+        table[cold, items.semantic_dim :] += predicted
     return table, id_map
 
 
@@ -124,11 +117,11 @@ def semantic_query_vectors(
     Raises:
         ValueError: the model is not AlphaFuse with a null space, ``beta < 0`` or ``last_n < 1``.
     """
-    items = _alphafuse_items(model, "semantic-query")
+    items = alphafuse_with_null_space(model.items, "the semantic-query remedy")
     user = model.user_vectors(histories)  # (B, d)
     item_emb = items(histories)  # (B, T, d); its first d_s coordinates are the language part
     mask = histories != items.num_items  # (B, T)
-    return semantic_query(user, item_emb, mask, items.dim - items.null_dim, beta, last_n)
+    return semantic_query(user, item_emb, mask, items.semantic_dim, beta, last_n)
 
 
 def semantic_query_scorer(model: Recommender, beta: float, last_n: int = TEXT_KNN_LAST) -> ScoreFn:

@@ -25,7 +25,13 @@ from torch import nn
 
 from core.alphafuse import SemanticBasis, fit_semantic_basis, project
 
-__all__ = ["AlphaFuseEmbedding", "IDEmbedding", "ItemEmbedding", "build_item_embedding"]
+__all__ = [
+    "AlphaFuseEmbedding",
+    "IDEmbedding",
+    "ItemEmbedding",
+    "alphafuse_with_null_space",
+    "build_item_embedding",
+]
 
 IdInit = Literal["zeros", "normal"]
 
@@ -115,6 +121,11 @@ class AlphaFuseEmbedding(ItemEmbedding):
         keep = torch.rand(ids.shape[:-1], device=ids.device) >= self.id_dropout  # (...)
         return ids * keep.unsqueeze(-1).to(ids.dtype)
 
+    @property
+    def semantic_dim(self) -> int:
+        """d_s = d - d_n: the leading coordinates that are pure language (no ID part)."""
+        return self.dim - self.null_dim
+
     def id_table(self) -> torch.Tensor:
         """(N, d_n) effective ID rows (zero for masked items)."""
         return self.ids.weight[: self.num_items] * self.id_keep[: self.num_items, None]
@@ -123,7 +134,7 @@ class AlphaFuseEmbedding(ItemEmbedding):
         lang = self.language[: self.num_items]  # (N, d)
         if self.null_dim == 0:
             return lang
-        d_s = self.dim - self.null_dim
+        d_s = self.semantic_dim
         ids = self._dropped(self.id_table())  # (N, d_n)
         return torch.cat([lang[:, :d_s], lang[:, d_s:] + ids], dim=1)  # (N, d)
 
@@ -132,8 +143,19 @@ class AlphaFuseEmbedding(ItemEmbedding):
         if self.null_dim == 0:
             return lang
         ids = self._dropped(self.ids(item_idx) * self.id_keep[item_idx].unsqueeze(-1))  # (..., d_n)
-        d_s = self.dim - self.null_dim
+        d_s = self.semantic_dim
         return torch.cat([lang[..., :d_s], lang[..., d_s:] + ids], dim=-1)
+
+
+def alphafuse_with_null_space(items: nn.Module, purpose: str) -> AlphaFuseEmbedding:
+    """``items`` as the AlphaFuse table with a null space (null_dim > 0) that ``purpose`` needs.
+
+    Raises:
+        ValueError: naming ``purpose``, for any other item table.
+    """
+    if not isinstance(items, AlphaFuseEmbedding) or items.null_dim == 0:
+        raise ValueError(f"{purpose} needs an alphafuse model with a null space (null_dim > 0)")
+    return items
 
 
 def build_item_embedding(
