@@ -145,6 +145,7 @@ def _record(key: tuple[str, str, str, str, str, int], m: dict[str, Any]) -> dict
         "sequences_per_second": round(m["sequences_per_second"], 1),
         "best_epoch": m["best_epoch"],
         "valid_best": m["valid_best"],
+        **({"semantic_query": m["semantic_query"]} if "semantic_query" in m else {}),
     }
 
 
@@ -183,10 +184,15 @@ def format_table(results: list[dict[str, Any]]) -> str:
     for r in results:
         key = (r["dataset"], r.get("protocol", "leave_one_out"), r["model"], r["embedding"])
         groups.setdefault(key, []).append(r)
+        # AlphaFuse served with its semantic query, beta chosen on validation
+        if "semantic_query" in r:
+            sq = r["semantic_query"]
+            semq = {**r, "metrics": sq["test"], "groups": sq["groups"], "beta": sq["beta"]}
+            groups.setdefault((*key[:3], f"{r['embedding']}+semq"), []).append(semq)
     header = (
-        f"{'dataset':<16} {'protocol':<16} {'model':<9} {'embedding':<10} {'seeds':>5} "
+        f"{'dataset':<16} {'protocol':<16} {'model':<9} {'embedding':<14} {'seeds':>5} "
         + " ".join(f"{k:>15}" for k in [*KEYS, "tail NDCG@10"])
-        + f" {'params':>9} {'seq/s':>7}"
+        + f" {'params':>9} {'seq/s':>7}  beta (per seed)"
     )
     lines = [header, "-" * len(header)]
     for (dataset, protocol, model, mode), runs in groups.items():
@@ -197,10 +203,11 @@ def format_table(results: list[dict[str, Any]]) -> str:
         tail = np.array([r["groups"]["tail_item"]["NDCG@10"] for r in runs])
         cells.append(f"{tail.mean():.4f}±{tail.std():.4f}")
         sps = np.mean([r["sequences_per_second"] for r in runs])
+        betas = "/".join(f"{r['beta']:g}" for r in runs if "beta" in r)
         lines.append(
-            f"{dataset:<16} {protocol:<16} {model:<9} {mode:<10} {len(runs):>5} "
+            f"{dataset:<16} {protocol:<16} {model:<9} {mode:<14} {len(runs):>5} "
             + " ".join(f"{c:>15}" for c in cells)
-            + f" {runs[0]['trainable_params']:>9} {sps:>7.0f}"
+            + f" {runs[0]['trainable_params']:>9} {sps:>7.0f}  {betas}".rstrip()
         )
     return "\n".join(lines)
 

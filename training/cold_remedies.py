@@ -13,6 +13,7 @@ served: ``recsys export --semantic-query-beta B`` folds it into the ONNX user en
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -20,13 +21,12 @@ import torch
 from core.alphafuse import IdMap, fit_id_map, predict_id
 from training.cold_baselines import TEXT_KNN_LAST
 from training.cold_items import ColdItemSplit, IntArray, ScoreFn, evaluate_cold_items
-from training.embeddings import AlphaFuseEmbedding, alphafuse_with_null_space
+from training.embeddings import AlphaFuseEmbedding, alphafuse_with_null_space, has_null_space
 from training.recommender import Recommender, table_scorer
 from training.semantic_query import semantic_query
 
 __all__ = [
     "REMEDY_KEYS",
-    "SEMANTIC_QUERY_BETAS",
     "cold_item_metrics",
     "expected_id_scorer",
     "fit_item_id_map",
@@ -35,8 +35,6 @@ __all__ = [
     "semantic_query_scorer",
     "semantic_query_vectors",
 ]
-
-SEMANTIC_QUERY_BETAS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
 
 
 def expected_id_scorer(model: Recommender, split: ColdItemSplit) -> ScoreFn:
@@ -145,6 +143,7 @@ def cold_item_metrics(
     score_fn: ScoreFn,
     batch_size: int,
     *,
+    betas: Sequence[float],
     remedies: bool = True,
 ) -> dict[str, Any]:
     """`evaluate_cold_items` of a trained model; AlphaFuse also gets the offline remedies (unless ``remedies``
@@ -153,7 +152,7 @@ def cold_item_metrics(
     ``remedy_expected_id`` (`expected_id_scorer`) and ``remedy_id_regression`` (`id_regression_scorer`, with the
     map's ``ridge``, ``heldout_r2`` and ``fit_items``): cold and warm figures, ratio, surface rate, cold slot share
     and the target-score quartiles of the model with cold rows changed by the remedy. ``remedy_semantic_query``
-    (`semantic_query_scorer`): a list, one entry per ``beta`` in `SEMANTIC_QUERY_BETAS` (with ``beta`` and
+    (`semantic_query_scorer`): a list, one entry per ``beta`` in ``betas`` (with ``beta`` and
     ``last_n``), of the same figures with every row unchanged and the query given the content term.
     """
     result = evaluate_cold_items(score_fn, split, batch_size)
@@ -163,7 +162,7 @@ def cold_item_metrics(
         remedy = evaluate_cold_items(scorer, split, batch_size)
         return {k: remedy[k] for k in REMEDY_KEYS}
 
-    if remedies and isinstance(items, AlphaFuseEmbedding) and items.null_dim > 0:
+    if remedies and has_null_space(items):
         result["remedy_expected_id"] = figures(expected_id_scorer(model, split))
         scorer, id_map = id_regression_scorer(model, split)
         result["remedy_id_regression"] = {
@@ -176,6 +175,6 @@ def cold_item_metrics(
         }
         result["remedy_semantic_query"] = [
             {"beta": beta, "last_n": TEXT_KNN_LAST, **figures(semantic_query_scorer(model, beta))}
-            for beta in SEMANTIC_QUERY_BETAS
+            for beta in betas
         ]
     return result

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from training.data.readers import DataSource
 from training.text_embeddings import TextEmbeddingConfig
@@ -190,6 +190,21 @@ class EvalConfig(_Section):
         True,
         description="cold_items protocol, alphafuse: also evaluate the offline remedies (6 more full rankings)",
     )
+    semantic_query_betas: list[float] = Field(
+        default_factory=lambda: [0.25, 0.5, 1.0, 2.0],
+        description="alphafuse with a null space: semantic-query betas evaluated after training (cold_items: "
+        "each one reported with the remedies; other protocols: the best on validation, beta 0 included, is tested "
+        "once); [] = none",
+    )
+
+    @field_validator("semantic_query_betas")
+    @classmethod
+    def _positive_betas(cls, betas: list[float]) -> list[float]:
+        if any(b <= 0 for b in betas):
+            raise ValueError(
+                f"semantic_query_betas must be > 0 (beta 0 is always included), got {betas}"
+            )
+        return betas
 
 
 class ExperimentConfig(_Section):

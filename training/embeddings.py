@@ -16,7 +16,7 @@ and ``table() -> (N, d)`` (the full item table used for scoring). Input and outp
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeGuard
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ __all__ = [
     "ItemEmbedding",
     "alphafuse_with_null_space",
     "build_item_embedding",
+    "has_null_space",
 ]
 
 IdInit = Literal["zeros", "normal"]
@@ -147,13 +148,18 @@ class AlphaFuseEmbedding(ItemEmbedding):
         return torch.cat([lang[..., :d_s], lang[..., d_s:] + ids], dim=-1)
 
 
+def has_null_space(items: nn.Module) -> TypeGuard[AlphaFuseEmbedding]:
+    """An AlphaFuse table with ID coordinates (null_dim > 0): what the semantic query and the remedies need."""
+    return isinstance(items, AlphaFuseEmbedding) and items.null_dim > 0
+
+
 def alphafuse_with_null_space(items: nn.Module, purpose: str) -> AlphaFuseEmbedding:
     """``items`` as the AlphaFuse table with a null space (null_dim > 0) that ``purpose`` needs.
 
     Raises:
         ValueError: naming ``purpose``, for any other item table.
     """
-    if not isinstance(items, AlphaFuseEmbedding) or items.null_dim == 0:
+    if not has_null_space(items):
         raise ValueError(f"{purpose} needs an alphafuse model with a null space (null_dim > 0)")
     return items
 

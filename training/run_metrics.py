@@ -11,8 +11,10 @@ from numpy.typing import NDArray
 from training import cold_items as cold
 from training import cold_remedies
 from training import evaluate as ev
+from training.cold_baselines import TEXT_KNN_LAST
 from training.config import ExperimentConfig
-from training.data.dataset import Examples
+from training.data.dataset import BoolArray, Examples, Split
+from training.embeddings import has_null_space
 from training.groups import group_masks, metrics_by_group
 from training.long_tail import long_tail_metrics
 from training.recommender import Recommender, table_scorer
@@ -21,7 +23,7 @@ from training.sampled import evaluate_sampled, sample_candidates
 if TYPE_CHECKING:
     from training.train import Prepared
 
-__all__ = ["full_metrics", "test_metrics"]
+__all__ = ["full_metrics", "semantic_query_metrics", "test_metrics"]
 
 
 @torch.no_grad()
@@ -42,6 +44,38 @@ def full_metrics(
         batch_size=batch_size,
     )
     return result.metrics
+
+
+@torch.no_grad()
+def semantic_query_metrics(
+    config: ExperimentConfig, split: Split, model: Recommender, masks: dict[str, BoolArray]
+) -> dict[str, Any]:
+    """AlphaFuse served with its semantic query (`training.semantic_query`): ``beta`` chosen on the validation
+    cases by ``train.select_metric`` among 0 and ``eval.semantic_query_betas`` (ties: the smaller), then the test
+    cases ranked once at that ``beta``, with the head/tail groups. ``beta`` 0 is the model itself."""
+    cfg, metric = config.eval, config.train.select_metric
+    betas = [0.0, *cfg.semantic_query_betas]
+
+    def ranked(beta: float, examples: Examples) -> ev.EvalResult:
+        scorer = cold_remedies.semantic_query_scorer(model, beta) if beta else table_scorer(model)
+        return ev.evaluate_full(
+            scorer,
+            examples,
+            split.num_items,
+            mask_history=cfg.mask_history,
+            batch_size=cfg.batch_size,
+        )
+
+    valid = [ranked(beta, split.valid).metrics[metric] for beta in betas]
+    beta = betas[int(np.argmax(valid))]  # first maximum: the smaller beta on a tie
+    test = ranked(beta, split.test)
+    return {
+        "beta": beta,
+        "last_n": TEXT_KNN_LAST,
+        "valid": [{"beta": b, metric: v} for b, v in zip(betas, valid, strict=True)],
+        "test": test.metrics,
+        "groups": metrics_by_group(test.ranks, masks),
+    }
 
 
 @torch.no_grad()
@@ -90,8 +124,15 @@ def test_metrics(
     extra = {}
     if isinstance(split, cold.ColdItemSplit):
         extra["cold_items"] = cold_remedies.cold_item_metrics(
-            model, split, table_scorer(model), cfg.batch_size, remedies=cfg.cold_remedies
+            model,
+            split,
+            table_scorer(model),
+            cfg.batch_size,
+            betas=cfg.semantic_query_betas,
+            remedies=cfg.cold_remedies,
         )
+    elif cfg.semantic_query_betas and has_null_space(model.items):
+        extra["semantic_query"] = semantic_query_metrics(config, split, model, masks)
     return {
         **extra,
         "protocol": config.data.protocol,

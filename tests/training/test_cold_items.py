@@ -220,7 +220,7 @@ def test_cold_items_get_no_gradient(
         torch.testing.assert_close(remedy(hist), expected.detach(), rtol=1e-4, atol=1e-4)
         _check_id_regression(trained, split, basis, prepared, metrics)
         entries = metrics["remedy_semantic_query"]
-        assert [e["beta"] for e in entries] == list(remedies.SEMANTIC_QUERY_BETAS)
+        assert [e["beta"] for e in entries] == config.eval.semantic_query_betas
         for entry in entries:
             assert set(entry) == {"beta", "last_n", *remedies.REMEDY_KEYS}
     elif mode != "alphafuse":

@@ -6,10 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
+from core.alphafuse import load_basis
 from exporter.cli import main
+from training import evaluate as ev
+from training.cold_remedies import semantic_query_scorer
 from training.config import load_config
-from training.train import evaluate_run, prepare, run_experiment
+from training.train import build_model, evaluate_run, prepare, run_experiment
 
 CONFIG = Path(__file__).resolve().parents[2] / "training" / "configs" / "ml-100k.toml"
 TINY = ["train.max_epochs=2", "train.patience=1", "model.dropout=0.0", "data.max_len=20"]
@@ -50,7 +54,36 @@ def test_train_writes_a_complete_run_directory(
     assert m["test_masked"]["HR@10"] >= m["test_unmasked"]["HR@10"] - 1e-9
     assert set(m["groups"]) >= {"tail_item", "head_item", "tail_user", "head_user"}
     assert m["trainable_params"] > 0
+    assert ("semantic_query" in m) == (mode == "alphafuse")
     assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
+
+
+def test_semantic_query_beta_is_chosen_on_validation_and_tested_once(
+    shared_data: Path, prepared, tmp_path: Path
+) -> None:
+    config = _config(shared_data, "train.max_epochs=1", "eval.semantic_query_betas=[0.5, 2.0]")
+    m = run_experiment(config, tmp_path, prepared=prepared).metrics
+    sq = m["semantic_query"]
+    valid = {v["beta"]: v["NDCG@10"] for v in sq["valid"]}
+    assert list(valid) == [0.0, 0.5, 2.0]
+    assert valid[0.0] == pytest.approx(
+        m["valid_best"], abs=1e-9
+    )  # beta 0 is the selected checkpoint itself
+    assert sq["beta"] == max(valid, key=lambda b: valid[b])
+    model = build_model(config, prepared, load_basis(tmp_path / "semantic_basis.npz"))
+    model.load_state_dict(load_file(tmp_path / "model.safetensors"))
+    model.eval()
+    for beta in (0.5, 2.0):  # the test figures are those of the chosen beta, whichever it is
+        scorer = semantic_query_scorer(model, beta)
+        test = ev.evaluate_full(
+            scorer, prepared.split.test, prepared.split.num_items, mask_history=True
+        )
+        assert (test.metrics == pytest.approx(sq["test"], abs=1e-9)) == (beta == sq["beta"])
+    assert set(sq["groups"]) >= {"tail_item", "head_item"}
+    off = _config(shared_data, "train.max_epochs=1", "eval.semantic_query_betas=[]")
+    assert "semantic_query" not in run_experiment(off, tmp_path / "off", prepared=prepared).metrics
+    with pytest.raises(ValueError, match="semantic_query_betas"):
+        _config(shared_data, "eval.semantic_query_betas=[-1.0]")
 
 
 def test_alphafuse_trains_fewer_parameters_than_id(
