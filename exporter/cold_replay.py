@@ -29,10 +29,10 @@ from exporter.quickstart import serving
 from training import evaluate as ev
 from training.checkpoint import load_run
 from training.cold_items import ColdItemSplit
-from training.cold_remedies import semantic_query_vectors
 from training.config import ExperimentConfig
 from training.data.dataset import Examples
 from training.recommender import Recommender
+from training.semantic_query import semantic_query_vectors
 from training.train import Prepared, prepare
 
 __all__ = ["REPLAY_K", "replay_cold_items"]

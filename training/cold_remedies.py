@@ -20,10 +20,10 @@ import torch
 
 from core.alphafuse import IdMap, fit_id_map, predict_id
 from training.cold_baselines import TEXT_KNN_LAST
-from training.cold_items import ColdItemSplit, IntArray, ScoreFn, evaluate_cold_items
+from training.cold_items import ColdItemSplit, ScoreFn, evaluate_cold_items
 from training.embeddings import AlphaFuseEmbedding, alphafuse_with_null_space, has_null_space
 from training.recommender import Recommender, table_scorer
-from training.semantic_query import semantic_query
+from training.semantic_query import semantic_query_scorer
 
 __all__ = [
     "REMEDY_KEYS",
@@ -32,8 +32,6 @@ __all__ = [
     "fit_item_id_map",
     "id_regression_scorer",
     "id_regression_table",
-    "semantic_query_scorer",
-    "semantic_query_vectors",
 ]
 
 
@@ -104,34 +102,6 @@ def id_regression_scorer(
     """Score with `id_regression_table` (offline form of serving cold items with the map)."""
     table, id_map = id_regression_table(model, split, seed)
     return table_scorer(model, table), id_map
-
-
-def semantic_query_vectors(
-    model: Recommender, histories: torch.Tensor, beta: float, last_n: int = TEXT_KNN_LAST
-) -> torch.Tensor:
-    """(B, T) left-padded histories -> (B, d) semantic queries ``q = u + beta * s * [m_s ; 0]`` of an AlphaFuse
-    model (`training.semantic_query.semantic_query`, over the model's own rows of the history).
-
-    Raises:
-        ValueError: the model is not AlphaFuse with a null space, ``beta < 0`` or ``last_n < 1``.
-    """
-    items = alphafuse_with_null_space(model.items, "the semantic-query remedy")
-    user = model.user_vectors(histories)  # (B, d)
-    item_emb = items(histories)  # (B, T, d); its first d_s coordinates are the language part
-    mask = histories != items.num_items  # (B, T)
-    return semantic_query(user, item_emb, mask, items.semantic_dim, beta, last_n)
-
-
-def semantic_query_scorer(model: Recommender, beta: float, last_n: int = TEXT_KNN_LAST) -> ScoreFn:
-    """Score every item (warm and cold rows unchanged) with `semantic_query_vectors`: one inner product per item."""
-    table = model.items.table().detach()  # (N, d)
-    device = table.device
-
-    def scores(histories: IntArray) -> torch.Tensor:
-        hist = torch.from_numpy(histories).to(device)
-        return (semantic_query_vectors(model, hist, beta, last_n) @ table.T).float().cpu()
-
-    return scores
 
 
 REMEDY_KEYS = ("cold", "warm", "ratio", "surface_rate", "cold_slot_share", "target_score_z")

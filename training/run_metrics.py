@@ -19,6 +19,7 @@ from training.groups import group_masks, metrics_by_group
 from training.long_tail import long_tail_metrics
 from training.recommender import Recommender, table_scorer
 from training.sampled import evaluate_sampled, sample_candidates
+from training.semantic_query import semantic_query_scorer
 
 if TYPE_CHECKING:
     from training.train import Prepared
@@ -57,7 +58,7 @@ def semantic_query_metrics(
     betas = [0.0, *cfg.semantic_query_betas]
 
     def ranked(beta: float, examples: Examples) -> ev.EvalResult:
-        scorer = cold_remedies.semantic_query_scorer(model, beta) if beta else table_scorer(model)
+        scorer = semantic_query_scorer(model, beta) if beta else table_scorer(model)
         return ev.evaluate_full(
             scorer,
             examples,

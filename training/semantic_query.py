@@ -11,18 +11,30 @@ term relative to the user's own language part on any dataset. Every item is stil
 its unchanged row, ``q . e = u . e + beta * s * (m_s . lang_s(e))``, so the same FAISS index serves it; ``beta = 0``
 is the model itself. It needs nothing but the encoder's own inputs (the history rows and their mask), so the
 exporter folds it into the ONNX user encoder (`SemanticQueryEncoder`) and the service runs it unchanged.
+Offline, `semantic_query_scorer` ranks with it: after training, ``beta`` is chosen on validation
+(`training.run_metrics.semantic_query_metrics`) and the cold-item remedies report every ``beta``.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import nn
 
 from training.cold_baselines import TEXT_KNN_LAST
+from training.embeddings import alphafuse_with_null_space
+from training.evaluate import FullScoreFn
 from training.models.dreamrec import DreamRecConfig, DreamRecEncoder
 from training.models.sasrec import SASRec, SASRecConfig
+from training.recommender import Recommender
 
-__all__ = ["SemanticQueryEncoder", "semantic_query"]
+__all__ = [
+    "SemanticQueryEncoder",
+    "semantic_query",
+    "semantic_query_scorer",
+    "semantic_query_vectors",
+]
 
 
 def semantic_query(
@@ -76,3 +88,33 @@ class SemanticQueryEncoder(nn.Module):
     def encode(self, item_emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         user = self.encoder.encode(item_emb, mask)  # (B, d)
         return semantic_query(user, item_emb, mask, self.semantic_dim, self.beta, self.last_n)
+
+
+def semantic_query_vectors(
+    model: Recommender, histories: torch.Tensor, beta: float, last_n: int = TEXT_KNN_LAST
+) -> torch.Tensor:
+    """(B, T) left-padded histories -> (B, d) semantic queries ``q = u + beta * s * [m_s ; 0]`` of an AlphaFuse
+    model (`semantic_query` over the model's own rows of the history).
+
+    Raises:
+        ValueError: the model is not AlphaFuse with a null space, ``beta < 0`` or ``last_n < 1``.
+    """
+    items = alphafuse_with_null_space(model.items, "the semantic query")
+    user = model.user_vectors(histories)  # (B, d)
+    item_emb = items(histories)  # (B, T, d); its first d_s coordinates are the language part
+    mask = histories != items.num_items  # (B, T)
+    return semantic_query(user, item_emb, mask, items.semantic_dim, beta, last_n)
+
+
+def semantic_query_scorer(
+    model: Recommender, beta: float, last_n: int = TEXT_KNN_LAST
+) -> FullScoreFn:
+    """Score every item (warm and cold rows unchanged) with `semantic_query_vectors`: one inner product per item."""
+    table = model.items.table().detach()  # (N, d)
+    device = table.device
+
+    def scores(histories: NDArray[np.int64]) -> torch.Tensor:
+        hist = torch.from_numpy(histories).to(device)
+        return (semantic_query_vectors(model, hist, beta, last_n) @ table.T).float().cpu()
+
+    return scores

@@ -21,6 +21,7 @@ from training.data.readers import DataSource
 from training.embeddings import AlphaFuseEmbedding, IDEmbedding
 from training.models.sasrec import SASRec, SASRecConfig
 from training.recommender import LossConfig, Recommender, SequentialRecommender, sample_negatives
+from training.semantic_query import semantic_query_scorer, semantic_query_vectors
 from training.train import (
     Prepared,
     _seed_everything,
@@ -231,7 +232,7 @@ def test_cold_items_get_no_gradient(
         assert "remedy_id_regression" not in metrics
         assert "remedy_semantic_query" not in metrics
         with pytest.raises(ValueError, match="needs an alphafuse model"):
-            remedies.semantic_query_scorer(trained, 1.0)(_split(prepared).cold_test.histories[:2])
+            semantic_query_scorer(trained, 1.0)(_split(prepared).cold_test.histories[:2])
     assert (tmp_path / cold.HELD_OUT_FILE).is_file()
 
 
@@ -313,14 +314,14 @@ def test_semantic_query_adds_a_content_term_in_the_language_coordinates_only() -
     last_two = [[2, 3], [7, 8], [9]]  # the last 2 real history items, by hand
     base = model.scores(torch.from_numpy(hist))  # (3, n)
     user = model.user_vectors(torch.from_numpy(hist))  # (3, d)
-    torch.testing.assert_close(remedies.semantic_query_scorer(model, 0.0, last_n=2)(hist), base)
+    torch.testing.assert_close(semantic_query_scorer(model, 0.0, last_n=2)(hist), base)
     table = model.items.table()  # (n, d)
     lang_s = model.items.language[:n, :d_s]  # type: ignore[index]
     assert torch.equal(table[:, :d_s], lang_s)  # every row's first d_s coordinates are its text's
     for beta in (0.5, 2.0):
-        query = remedies.semantic_query_vectors(model, torch.from_numpy(hist), beta, last_n=2)
+        query = semantic_query_vectors(model, torch.from_numpy(hist), beta, last_n=2)
         assert torch.equal(query[:, d_s:], user[:, d_s:])  # the null coordinates are u's
-        scores = remedies.semantic_query_scorer(model, beta, last_n=2)(hist)
+        scores = semantic_query_scorer(model, beta, last_n=2)(hist)
         for b, recent in enumerate(last_two):
             m_s = lang_s[recent].mean(0)  # (d_s,)
             scale = user[b, :d_s].norm() / m_s.norm()
@@ -329,9 +330,9 @@ def test_semantic_query_adds_a_content_term_in_the_language_coordinates_only() -
             torch.testing.assert_close(scores[b] - base[b], change, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(query[b] @ table.T, scores[b])  # one inner product per item
     with pytest.raises(ValueError, match="beta"):
-        remedies.semantic_query_vectors(model, torch.from_numpy(hist), -1.0)
+        semantic_query_vectors(model, torch.from_numpy(hist), -1.0)
     id_model = SequentialRecommender(
         IDEmbedding(n, d), SASRec(SASRecConfig(dim=d, max_len=6)), LossConfig("infonce", 5)
     )
     with pytest.raises(ValueError, match="needs an alphafuse model"):
-        remedies.semantic_query_vectors(id_model, torch.from_numpy(hist), 1.0)
+        semantic_query_vectors(id_model, torch.from_numpy(hist), 1.0)

@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 from core.alphafuse import load_basis
 from exporter.cli import main
 from training import evaluate as ev
-from training.cold_remedies import semantic_query_scorer
 from training.config import load_config
+from training.semantic_query import semantic_query_scorer
 from training.train import build_model, evaluate_run, prepare, run_experiment
 
 CONFIG = Path(__file__).resolve().parents[2] / "training" / "configs" / "ml-100k.toml"
