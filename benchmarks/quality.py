@@ -21,7 +21,9 @@ config; the training objective comes from that config unless ``--set`` overrides
 
 Each finished run is appended to benchmarks/results/quality.json at once (one JSON object per run), and runs
 already in the file are skipped, so an interrupted benchmark continues where it stopped. The table at the end
-gives mean +- std over seeds of the test metrics (full ranking, the protocol's history masking).
+gives mean +- std over seeds of the test metrics (full ranking, the protocol's history masking). AlphaFuse runs
+also record ``semantic_query`` (the model ranked with its semantic query, beta chosen on validation;
+`training.run_metrics.semantic_query_metrics`), shown as an ``alphafuse+semq`` row with the chosen betas.
 """
 
 from __future__ import annotations
@@ -195,7 +197,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
         + f" {'params':>9} {'seq/s':>7}  beta (per seed)"
     )
     lines = [header, "-" * len(header)]
-    for (dataset, protocol, model, mode), runs in groups.items():
+    for (dataset, protocol, model, mode), runs in sorted(groups.items(), key=_row_order):
         cells = []
         for k in KEYS:
             v = np.array([r["metrics"][k] for r in runs])
@@ -210,6 +212,14 @@ def format_table(results: list[dict[str, Any]]) -> str:
             + f" {runs[0]['trainable_params']:>9} {sps:>7.0f}  {betas}".rstrip()
         )
     return "\n".join(lines)
+
+
+def _row_order(item: tuple[tuple[str, str, str, str], Any]) -> tuple[int, str, str, int]:
+    """Datasets and embeddings in their usual order (id, llminit, alphafuse, alphafuse+semq)."""
+    dataset, protocol, model, mode = item[0]
+    modes = [*MODES, *(f"{m}+semq" for m in MODES)]
+    rank = DATASETS.index(dataset) if dataset in DATASETS else len(DATASETS)
+    return rank, protocol, model, modes.index(mode) if mode in modes else len(modes)
 
 
 def _args() -> argparse.Namespace:
