@@ -49,11 +49,16 @@ def full_metrics(
 
 @torch.no_grad()
 def semantic_query_metrics(
-    config: ExperimentConfig, split: Split, model: Recommender, masks: dict[str, BoolArray]
+    config: ExperimentConfig,
+    split: Split,
+    model: Recommender,
+    masks: dict[str, BoolArray],
+    plain_test: ev.EvalResult,
 ) -> dict[str, Any]:
     """AlphaFuse served with its semantic query (`training.semantic_query`): ``beta`` chosen on the validation
     cases by ``train.select_metric`` among 0 and ``eval.semantic_query_betas`` (ties: the smaller), then the test
-    cases ranked once at that ``beta``, with the head/tail groups. ``beta`` 0 is the model itself."""
+    cases ranked once at that ``beta``, with the head/tail groups. ``beta`` 0 is the model itself, whose test
+    ranking ``plain_test`` the caller already has."""
     cfg, metric = config.eval, config.train.select_metric
     betas = [0.0, *cfg.semantic_query_betas]
 
@@ -69,7 +74,7 @@ def semantic_query_metrics(
 
     valid = [ranked(beta, split.valid).metrics[metric] for beta in betas]
     beta = betas[int(np.argmax(valid))]  # first maximum: the smaller beta on a tie
-    test = ranked(beta, split.test)
+    test = ranked(beta, split.test) if beta else plain_test
     return {
         "beta": beta,
         "last_n": TEXT_KNN_LAST,
@@ -133,7 +138,7 @@ def test_metrics(
             remedies=cfg.cold_remedies,
         )
     elif cfg.semantic_query_betas and has_null_space(model.items):
-        extra["semantic_query"] = semantic_query_metrics(config, split, model, masks)
+        extra["semantic_query"] = semantic_query_metrics(config, split, model, masks, primary)
     return {
         **extra,
         "protocol": config.data.protocol,
