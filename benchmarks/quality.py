@@ -151,18 +151,39 @@ def _record(key: tuple[str, str, str, str, str, int], m: dict[str, Any]) -> dict
     }
 
 
+def _rows(
+    results: list[dict[str, Any]], long_tail: bool
+) -> list[tuple[tuple[str, str, str, str], list[dict[str, Any]]]]:
+    """Runs grouped by (dataset, protocol, model, embedding) in the usual order, of one evaluation protocol.
+
+    An AlphaFuse run with a ``semantic_query`` also counts as a run of ``<embedding>+semq``: the model served
+    with its semantic query, beta chosen on validation (its test metrics, groups and beta).
+    """
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        if (r.get("eval_protocol") == "long_tail") != long_tail:
+            continue
+        key = (r["dataset"], r.get("protocol", "leave_one_out"), r["model"], r["embedding"])
+        groups.setdefault(key, []).append(r)
+        if "semantic_query" in r:
+            sq = r["semantic_query"]
+            semq = {**r, "metrics": sq["test"], "groups": sq["groups"], "beta": sq["beta"]}
+            groups.setdefault((*key[:3], f"{r['embedding']}+semq"), []).append(semq)
+    return sorted(groups.items(), key=_row_order)
+
+
+def _betas(runs: list[dict[str, Any]]) -> str:
+    return "/".join(f"{r['beta']:g}" for r in runs if "beta" in r)
+
+
 def format_long_tail_table(results: list[dict[str, Any]]) -> str:
     """Long-tail protocol: HR@10/NDCG@10 mean over seeds per group, params, seconds per epoch."""
-    runs_by: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in results:
-        if r.get("eval_protocol") == "long_tail":
-            runs_by.setdefault((r["dataset"], r["embedding"]), []).append(r)
-    header = f"{'dataset':<16} {'model':<10} {'seeds':>5} " + " ".join(
+    header = f"{'dataset':<16} {'model':<14} {'seeds':>5} " + " ".join(
         f"{g + ' H/N@10':>19}" for g in GROUPS
     )
-    header += f" {'params':>9} {'s/epoch':>8} {'epochs':>6}"
+    header += f" {'params':>9} {'s/epoch':>8} {'epochs':>6}  beta (per seed)"
     lines = [header, "-" * len(header)]
-    for (dataset, mode), runs in runs_by.items():
+    for (dataset, _, model, mode), runs in _rows(results, long_tail=True):
         cells = []
         for g in GROUPS:
             hr = np.mean([r["groups"][g]["HR@10"] for r in runs])
@@ -170,10 +191,11 @@ def format_long_tail_table(results: list[dict[str, Any]]) -> str:
             cells.append(f"{hr:.4f}/{nd:.4f}")
         spe = np.mean([r["seconds_per_epoch"] for r in runs])
         epochs = np.mean([r["epochs"] for r in runs])
+        label = model if model == "llmesr" else mode
         lines.append(
-            f"{dataset:<16} {mode:<10} {len(runs):>5} "
+            f"{dataset:<16} {label:<14} {len(runs):>5} "
             + " ".join(f"{c:>19}" for c in cells)
-            + f" {runs[0]['trainable_params']:>9} {spe:>8.0f} {epochs:>6.1f}"
+            + f" {runs[0]['trainable_params']:>9} {spe:>8.0f} {epochs:>6.1f}  {_betas(runs)}".rstrip()
         )
     return "\n".join(lines)
 
@@ -182,22 +204,13 @@ def format_table(results: list[dict[str, Any]]) -> str:
     """Mean +- std over seeds per (dataset, protocol, model, embedding), plus tail-item NDCG@10."""
     if any(r.get("eval_protocol") == "long_tail" for r in results):
         return format_long_tail_table(results)
-    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
-    for r in results:
-        key = (r["dataset"], r.get("protocol", "leave_one_out"), r["model"], r["embedding"])
-        groups.setdefault(key, []).append(r)
-        # AlphaFuse served with its semantic query, beta chosen on validation
-        if "semantic_query" in r:
-            sq = r["semantic_query"]
-            semq = {**r, "metrics": sq["test"], "groups": sq["groups"], "beta": sq["beta"]}
-            groups.setdefault((*key[:3], f"{r['embedding']}+semq"), []).append(semq)
     header = (
         f"{'dataset':<16} {'protocol':<16} {'model':<9} {'embedding':<14} {'seeds':>5} "
         + " ".join(f"{k:>15}" for k in [*KEYS, "tail NDCG@10"])
         + f" {'params':>9} {'seq/s':>7}  beta (per seed)"
     )
     lines = [header, "-" * len(header)]
-    for (dataset, protocol, model, mode), runs in sorted(groups.items(), key=_row_order):
+    for (dataset, protocol, model, mode), runs in _rows(results, long_tail=False):
         cells = []
         for k in KEYS:
             v = np.array([r["metrics"][k] for r in runs])
@@ -205,21 +218,20 @@ def format_table(results: list[dict[str, Any]]) -> str:
         tail = np.array([r["groups"]["tail_item"]["NDCG@10"] for r in runs])
         cells.append(f"{tail.mean():.4f}±{tail.std():.4f}")
         sps = np.mean([r["sequences_per_second"] for r in runs])
-        betas = "/".join(f"{r['beta']:g}" for r in runs if "beta" in r)
         lines.append(
             f"{dataset:<16} {protocol:<16} {model:<9} {mode:<14} {len(runs):>5} "
             + " ".join(f"{c:>15}" for c in cells)
-            + f" {runs[0]['trainable_params']:>9} {sps:>7.0f}  {betas}".rstrip()
+            + f" {runs[0]['trainable_params']:>9} {sps:>7.0f}  {_betas(runs)}".rstrip()
         )
     return "\n".join(lines)
 
 
-def _row_order(item: tuple[tuple[str, str, str, str], Any]) -> tuple[int, str, str, int]:
-    """Datasets and embeddings in their usual order (id, llminit, alphafuse, alphafuse+semq)."""
+def _row_order(item: tuple[tuple[str, str, str, str], Any]) -> tuple[int, str, int, int]:
+    """Datasets, models and embeddings in their usual order (id, llminit, alphafuse, alphafuse+semq)."""
     dataset, protocol, model, mode = item[0]
     modes = [*MODES, *(f"{m}+semq" for m in MODES)]
     rank = DATASETS.index(dataset) if dataset in DATASETS else len(DATASETS)
-    return rank, protocol, model, modes.index(mode) if mode in modes else len(modes)
+    return rank, protocol, MODELS.index(model), modes.index(mode) if mode in modes else len(modes)
 
 
 def _args() -> argparse.Namespace:

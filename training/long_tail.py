@@ -14,20 +14,34 @@ Not replicated: the original's ``metric_pop_report`` skips the first test user.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
 from training.config import EvalConfig, ExperimentConfig
-from training.data.dataset import Examples, SequenceDataset
+from training.data.dataset import BoolArray, Examples, SequenceDataset, Split
 from training.evaluate import EvalResult, IntArray, PairedEvalResult
 from training.groups import group_masks, metrics_by_group, pareto_thresholds
 from training.recommender import Recommender
 from training.sampled import evaluate_sampled, sample_candidates
 
-__all__ = ["LLMESR_THRESHOLDS", "SampledEvaluator", "long_tail_metrics", "resolve_thresholds"]
+__all__ = [
+    "LLMESR_THRESHOLDS",
+    "PARTS",
+    "Part",
+    "SampledEvaluator",
+    "long_tail_groups",
+    "long_tail_metrics",
+    "resolve_thresholds",
+    "sampled_evaluator",
+]
+
+UserVectorFn = Callable[[torch.Tensor], torch.Tensor]
+Part = Literal["valid", "test"]
+PARTS: tuple[Part, ...] = ("valid", "test")
 
 # (tail-item popularity threshold, tail-user length threshold) from LLM-ESR's experiments/*.bash
 LLMESR_THRESHOLDS: dict[str, tuple[float, float]] = {
@@ -89,22 +103,50 @@ class SampledEvaluator:
         device: torch.device,
         batch_size: int = 1024,
         ks: tuple[int, ...] = (10, 20),
+        user_vectors: UserVectorFn | None = None,
     ) -> EvalResult:
+        """Rank with ``user_vectors`` ((B, T) histories -> (B, d) queries; default the model's own)."""
         model.eval()
         table = model.items.table().detach()  # (N, d)
+        queries = user_vectors or model.user_vectors
 
         def scores(histories: IntArray, cands: IntArray) -> torch.Tensor:
-            user = model.user_vectors(torch.from_numpy(histories).to(device))  # (B, d)
+            user = queries(torch.from_numpy(histories).to(device))  # (B, d)
             items = table[torch.from_numpy(cands).to(device)]  # (B, C, d)
             return torch.einsum("bd,bcd->bc", user, items).float().cpu()  # (B, C)
 
         return evaluate_sampled(scores, self.examples, self.candidates, batch_size, ks=ks)
 
 
+def sampled_evaluator(config: ExperimentConfig, split: Split, part: Part) -> SampledEvaluator:
+    """The sampled cases of a run's ``"valid"`` or ``"test"`` part: ``eval.sampled_negatives`` negatives each,
+    seeded ``data.split_seed + 1`` for validation and ``data.split_seed`` for test."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    examples = split.valid if part == "valid" else split.test
+    seed = config.data.split_seed + (part == "valid")
+    return SampledEvaluator(examples, split.num_items, config.eval.sampled_negatives, seed)
+
+
+def long_tail_groups(
+    config: ExperimentConfig, dataset: SequenceDataset, test: Examples
+) -> tuple[dict[str, BoolArray], dict[str, float | str]]:
+    """The head/tail group masks of the test cases at the run's resolved thresholds, and those thresholds.
+
+    Popularity is each item's distinct users over ``dataset`` (train + valid + test); a case's user length is
+    its history length.
+    """
+    popularity = dataset.item_user_counts()  # (N,)
+    lengths = np.diff(test.seen_offsets)  # (n,)
+    t = resolve_thresholds(config.eval, config.name, popularity, lengths)
+    return group_masks(test, popularity, lengths, float(t["item"]), float(t["user"])), t
+
+
 def long_tail_metrics(
     config: ExperimentConfig,
     dataset: SequenceDataset,
-    test: Examples,
+    masks: dict[str, BoolArray],
+    thresholds: dict[str, float | str],
     ranks: IntArray,
     paired: PairedEvalResult,
 ) -> dict[str, Any]:
@@ -112,20 +154,16 @@ def long_tail_metrics(
 
     Args:
         config: the run's config.
-        dataset: the dataset the split was made from (popularity = its distinct users per item).
-        test: the test cases.
+        dataset: the dataset the split was made from.
+        masks, thresholds: the test cases' groups and their thresholds (:func:`long_tail_groups`).
         ranks: (n,) sampled ranks of the test cases (1 + ``eval.sampled_negatives`` candidates).
         paired: the full-ranking results, kept for reference.
     """
-    popularity = dataset.item_user_counts()  # (N,) distinct users, train+valid+test
-    lengths = np.diff(test.seen_offsets)  # (n,) history length of each test case
-    t = resolve_thresholds(config.eval, config.name, popularity, lengths)
-    masks = group_masks(test, popularity, lengths, float(t["item"]), float(t["user"]))
     groups = metrics_by_group(ranks, masks, ks=(10, 20))
     return {
         "protocol": config.data.protocol,
         "eval_protocol": "long_tail",
-        "group_thresholds": t,
+        "group_thresholds": thresholds,
         "mask_history": config.eval.mask_history,
         "test": groups["overall"],
         "test_sampled": groups["overall"],

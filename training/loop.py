@@ -15,7 +15,7 @@ from training import cold_items as cold
 from training.config import ExperimentConfig
 from training.data.dataset import Split
 from training.files import atomic_write, write_json
-from training.long_tail import SampledEvaluator
+from training.long_tail import SampledEvaluator, sampled_evaluator
 from training.recommender import Recommender, sample_negatives
 from training.run_metrics import full_metrics
 
@@ -90,10 +90,7 @@ class TrainLoop:
         ev_cfg, split = self.config.eval, self.split
         if ev_cfg.protocol == "long_tail":  # LLM-ESR selects on the sampled protocol (long_tail.py)
             if self._sampled_valid is None:
-                seed = self.config.data.split_seed + 1
-                self._sampled_valid = SampledEvaluator(
-                    split.valid, split.num_items, ev_cfg.sampled_negatives, seed
-                )
+                self._sampled_valid = sampled_evaluator(self.config, split, "valid")
             return self._sampled_valid(self.model, self.device, ev_cfg.batch_size).metrics
         return full_metrics(
             self.model,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from numpy.typing import NDArray
 
 from training import cold_items as cold
 from training import cold_remedies
@@ -16,10 +16,9 @@ from training.config import ExperimentConfig
 from training.data.dataset import BoolArray, Examples, Split
 from training.embeddings import has_null_space
 from training.groups import group_masks, metrics_by_group
-from training.long_tail import long_tail_metrics
+from training.long_tail import PARTS, Part, long_tail_groups, long_tail_metrics, sampled_evaluator
 from training.recommender import Recommender, table_scorer
-from training.sampled import evaluate_sampled, sample_candidates
-from training.semantic_query import semantic_query_scorer
+from training.semantic_query import semantic_query_scorer, semantic_query_vectors
 
 if TYPE_CHECKING:
     from training.train import Prepared
@@ -47,41 +46,69 @@ def full_metrics(
     return result.metrics
 
 
+BetaRanker = Callable[[float, Part], ev.EvalResult]  # (beta, "valid" | "test") -> ranking
+
+
 @torch.no_grad()
 def semantic_query_metrics(
     config: ExperimentConfig,
-    split: Split,
-    model: Recommender,
+    rank: BetaRanker,
     masks: dict[str, BoolArray],
     plain_test: ev.EvalResult,
+    ks: Sequence[int] = ev.KS,
 ) -> dict[str, Any]:
     """AlphaFuse served with its semantic query (`training.semantic_query`): ``beta`` chosen on the validation
     cases by ``train.select_metric`` among 0 and ``eval.semantic_query_betas`` (ties: the smaller), then the test
-    cases ranked once at that ``beta``, with the head/tail groups. ``beta`` 0 is the model itself, whose test
-    ranking ``plain_test`` the caller already has."""
-    cfg, metric = config.eval, config.train.select_metric
-    betas = [0.0, *cfg.semantic_query_betas]
+    cases ranked once at that ``beta``, with the head/tail groups at ``ks``.
 
-    def ranked(beta: float, examples: Examples) -> ev.EvalResult:
-        scorer = semantic_query_scorer(model, beta) if beta else table_scorer(model)
-        return ev.evaluate_full(
-            scorer,
-            examples,
-            split.num_items,
-            mask_history=cfg.mask_history,
-            batch_size=cfg.batch_size,
-        )
-
-    valid = [ranked(beta, split.valid).metrics[metric] for beta in betas]
+    ``rank(beta, part)`` ranks the ``"valid"`` or ``"test"`` cases under the run's protocol (full ranking, or
+    the long tail's sampled candidates). ``beta`` 0 is the model itself, whose test ranking ``plain_test`` the
+    caller already has.
+    """
+    metric = config.train.select_metric
+    betas = [0.0, *config.eval.semantic_query_betas]
+    valid = [rank(beta, "valid").metrics[metric] for beta in betas]
     beta = betas[int(np.argmax(valid))]  # first maximum: the smaller beta on a tie
-    test = ranked(beta, split.test) if beta else plain_test
+    test = rank(beta, "test") if beta else plain_test
     return {
         "beta": beta,
         "last_n": TEXT_KNN_LAST,
         "valid": [{"beta": b, metric: v} for b, v in zip(betas, valid, strict=True)],
         "test": test.metrics,
-        "groups": metrics_by_group(test.ranks, masks),
+        "groups": metrics_by_group(test.ranks, masks, ks),
     }
+
+
+def _full_ranker(config: ExperimentConfig, split: Split, model: Recommender) -> BetaRanker:
+    cfg = config.eval
+
+    def rank(beta: float, part: Part) -> ev.EvalResult:
+        scorer = semantic_query_scorer(model, beta) if beta else table_scorer(model)
+        return ev.evaluate_full(
+            scorer,
+            split.valid if part == "valid" else split.test,
+            split.num_items,
+            mask_history=cfg.mask_history,
+            batch_size=cfg.batch_size,
+        )
+
+    return rank
+
+
+def _sampled_ranker(
+    config: ExperimentConfig, split: Split, model: Recommender, device: torch.device
+) -> BetaRanker:
+    evaluators = {part: sampled_evaluator(config, split, part) for part in PARTS}
+
+    def rank(beta: float, part: Part) -> ev.EvalResult:
+        def queries(histories: torch.Tensor) -> torch.Tensor:
+            return semantic_query_vectors(model, histories, beta)
+
+        return evaluators[part](
+            model, device, config.eval.batch_size, (10, 20), user_vectors=queries if beta else None
+        )
+
+    return rank
 
 
 @torch.no_grad()
@@ -102,18 +129,19 @@ def test_metrics(
         batch_size=cfg.batch_size,
     )
     primary = paired.masked if cfg.mask_history else paired.unmasked
-    table = model.items.table().detach()
-
-    def candidate_scores(histories: NDArray[np.int64], cands: NDArray[np.int64]) -> torch.Tensor:
-        user = model.user_vectors(torch.from_numpy(histories).to(device))  # (B, d)
-        return torch.einsum("bd,bcd->bc", user, table[torch.from_numpy(cands).to(device)]).cpu()
-
-    candidates = sample_candidates(
-        split.test, split.num_items, cfg.sampled_negatives, seed=config.data.split_seed
-    )
-    sampled = evaluate_sampled(
-        candidate_scores, split.test, candidates, cfg.batch_size, ks=(10, 20)
-    )
+    sampled = sampled_evaluator(config, split, "test")(model, device, cfg.batch_size, (10, 20))
+    semantic_query = cfg.semantic_query_betas and has_null_space(model.items)
+    if cfg.protocol == "long_tail":  # the sampled ranks are primary; groups at its thresholds
+        masks, thresholds = long_tail_groups(config, prepared.dataset, split.test)
+        metrics = long_tail_metrics(
+            config, prepared.dataset, masks, thresholds, sampled.ranks, paired
+        )
+        if semantic_query:
+            rank = _sampled_ranker(config, split, model, device)
+            metrics["semantic_query"] = semantic_query_metrics(
+                config, rank, masks, sampled, ks=(10, 20)
+            )
+        return metrics
     popularity = prepared.dataset.item_user_counts()
     masks = group_masks(
         split.test,
@@ -125,8 +153,6 @@ def test_metrics(
     )
     groups = metrics_by_group(primary.ranks, masks)
     groups_sampled = metrics_by_group(sampled.ranks, masks, ks=(10,))
-    if cfg.protocol == "long_tail":  # the sampled ranks are primary; groups at its thresholds
-        return long_tail_metrics(config, prepared.dataset, split.test, sampled.ranks, paired)
     extra = {}
     if isinstance(split, cold.ColdItemSplit):
         extra["cold_items"] = cold_remedies.cold_item_metrics(
@@ -137,8 +163,9 @@ def test_metrics(
             betas=cfg.semantic_query_betas,
             remedies=cfg.cold_remedies,
         )
-    elif cfg.semantic_query_betas and has_null_space(model.items):
-        extra["semantic_query"] = semantic_query_metrics(config, split, model, masks, primary)
+    elif semantic_query:
+        rank = _full_ranker(config, split, model)
+        extra["semantic_query"] = semantic_query_metrics(config, rank, masks, primary)
     return {
         **extra,
         "protocol": config.data.protocol,

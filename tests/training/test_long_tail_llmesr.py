@@ -16,6 +16,7 @@ from training.groups import group_masks
 from training.long_tail import LLMESR_THRESHOLDS, SampledEvaluator, resolve_thresholds
 from training.models.llmesr import LLMESR
 from training.recommender import sample_negatives
+from training.semantic_query import semantic_query_vectors
 from training.train import build_model, prepare, run_experiment
 
 CONFIG = Path(__file__).resolve().parents[2] / "training" / "configs" / "ml-100k.toml"
@@ -123,3 +124,39 @@ def test_tiny_long_tail_run_records_the_protocol_and_reloads(
     evaluator = SampledEvaluator(split.test, split.num_items, 100, seed=config.data.split_seed)
     again = evaluator(run.model, torch.device("cpu")).metrics
     assert again["NDCG@10"] == pytest.approx(m["test"]["NDCG@10"], abs=1e-6)
+
+
+def test_alphafuse_long_tail_run_chooses_its_semantic_query_beta_on_sampled_validation(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    config = load_config(
+        CONFIG,
+        [
+            f'data.source.path="{shared_data / "ml-100k"}"',
+            "data.max_len=20",
+            "train.max_epochs=1",
+            "train.threads=1",
+            'eval.protocol="long_tail"',
+            "eval.semantic_query_betas=[0.5, 2.0]",
+        ],
+    )
+    m = run_experiment(config, tmp_path).metrics
+    sq = m["semantic_query"]
+    valid = {v["beta"]: v["NDCG@10"] for v in sq["valid"]}
+    assert list(valid) == [0.0, 0.5, 2.0]
+    # beta 0 is the checkpoint, selected on the same sampled validation candidates
+    assert valid[0.0] == pytest.approx(m["valid_best"], abs=1e-9)
+    assert sq["beta"] == max(valid, key=lambda b: valid[b])
+    assert set(sq["groups"]) == set(m["groups"])  # the long tail's five groups, at its thresholds
+    counts = {g: sq["groups"][g]["count"] for g in sq["groups"]}
+    assert counts == {g: m["groups"][g]["count"] for g in m["groups"]}
+    run = load_run(tmp_path)
+    split = prepare(config).split
+    evaluator = SampledEvaluator(split.test, split.num_items, 100, seed=config.data.split_seed)
+    for beta in (0.5, 2.0):  # the test figures are the chosen beta's, ranked on the test candidates
+
+        def queries(histories: torch.Tensor, beta: float = beta) -> torch.Tensor:
+            return semantic_query_vectors(run.model, histories, beta)
+
+        test = evaluator(run.model, torch.device("cpu"), user_vectors=queries).metrics
+        assert (test == pytest.approx(sq["test"], abs=1e-9)) == (beta == sq["beta"])
