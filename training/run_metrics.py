@@ -118,7 +118,8 @@ def test_metrics(
     model: Recommender,
     device: torch.device,
 ) -> dict[str, Any]:
-    """Test once: full ranking (history kept and masked), sampled 1+100, head/tail groups."""
+    """Test once: full ranking (history kept and masked), sampled 1+100, head/tail groups, and AlphaFuse's
+    semantic query (beta chosen on validation) or, under ``cold_items``, the cold-item figures."""
     model.eval()
     split, cfg = prepared.split, config.eval
     paired = ev.evaluate_full(
@@ -128,31 +129,41 @@ def test_metrics(
         mask_history="both",
         batch_size=cfg.batch_size,
     )
-    primary = paired.masked if cfg.mask_history else paired.unmasked
     sampled = sampled_evaluator(config, split, "test")(model, device, cfg.batch_size, (10, 20))
-    semantic_query = cfg.semantic_query_betas and has_null_space(model.items)
+    with_semq = bool(cfg.semantic_query_betas) and has_null_space(model.items)
     if cfg.protocol == "long_tail":  # the sampled ranks are primary; groups at its thresholds
         masks, thresholds = long_tail_groups(config, prepared.dataset, split.test)
         metrics = long_tail_metrics(
             config, prepared.dataset, masks, thresholds, sampled.ranks, paired
         )
-        if semantic_query:
+        if with_semq:
             rank = _sampled_ranker(config, split, model, device)
             metrics["semantic_query"] = semantic_query_metrics(
                 config, rank, masks, sampled, ks=(10, 20)
             )
         return metrics
-    popularity = prepared.dataset.item_user_counts()
+    return _standard_test_metrics(config, prepared, model, paired, sampled, with_semq)
+
+
+def _standard_test_metrics(
+    config: ExperimentConfig,
+    prepared: Prepared,
+    model: Recommender,
+    paired: ev.PairedEvalResult,
+    sampled: ev.EvalResult,
+    with_semq: bool,
+) -> dict[str, Any]:
+    """metrics.json of a full-ranking run: the ``eval.mask_history`` ranking is primary."""
+    split, cfg = prepared.split, config.eval
+    primary = paired.masked if cfg.mask_history else paired.unmasked
     masks = group_masks(
         split.test,
-        popularity,
+        prepared.dataset.item_user_counts(),
         None,
         cfg.tail_item_threshold,
         cfg.tail_user_threshold,
         head_share=cfg.head_share,
     )
-    groups = metrics_by_group(primary.ranks, masks)
-    groups_sampled = metrics_by_group(sampled.ranks, masks, ks=(10,))
     extra = {}
     if isinstance(split, cold.ColdItemSplit):
         extra["cold_items"] = cold_remedies.cold_item_metrics(
@@ -163,7 +174,7 @@ def test_metrics(
             betas=cfg.semantic_query_betas,
             remedies=cfg.cold_remedies,
         )
-    elif semantic_query:
+    elif with_semq:
         rank = _full_ranker(config, split, model)
         extra["semantic_query"] = semantic_query_metrics(config, rank, masks, primary)
     return {
@@ -174,7 +185,7 @@ def test_metrics(
         "test_unmasked": paired.unmasked.metrics,
         "test_masked": paired.masked.metrics,
         "test_sampled": sampled.metrics,
-        "groups": groups,
-        "groups_sampled": groups_sampled,
+        "groups": metrics_by_group(primary.ranks, masks),
+        "groups_sampled": metrics_by_group(sampled.ranks, masks, ks=(10,)),
         "dataset": prepared.dataset.stats(),
     }
