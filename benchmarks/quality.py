@@ -12,12 +12,13 @@ to every model, ``--set MODEL:KEY=VALUE`` to one. ``--keep-runs DIR`` keeps each
 benchmarks/dreamrec_steps.py).
 
     .venv/bin/python benchmarks/quality.py --long-tail --models sasrec llmesr --modes id llminit alphafuse \
-        --datasets amazon14-beauty --out benchmarks/results/quality_long_tail.json
+        --datasets amazon14-beauty --set train.max_epochs=10 --out benchmarks/results/quality_long_tail.json
 
 ``--long-tail`` evaluates with LLM-ESR's protocol (sampled 1+100, HR/NDCG@10, four head/tail groups,
 ``eval.protocol = "long_tail"``) and its table shows every group. ``llmesr`` runs LLM-ESR (one run per seed,
 ``--modes`` does not apply) with the paper's architecture settings (LLMESR_SETTINGS) on the dataset's SASRec
-config; the training objective comes from that config unless ``--set`` overrides it.
+config; the training objective comes from that config unless ``--set`` overrides it. AlphaFuse runs choose their
+semantic-query beta on the sampled validation candidates there (``alphafuse+semq`` rows).
 
 Each finished run is appended to benchmarks/results/quality.json at once (one JSON object per run), and runs
 already in the file are skipped, so an interrupted benchmark continues where it stopped. The table at the end
