@@ -50,7 +50,6 @@ __all__ = [
     "negative_pool",
     "pick_cold_items",
     "warm_rows",
-    "without_cold_items",
 ]
 
 logger = logging.getLogger(__name__)
@@ -225,27 +224,28 @@ def make_cold_item_split(
     pick: ColdPick,
     seed: int,
     max_len: int,
-) -> ColdItemSplit:
-    """`pick_cold_items` (reading timestamps for ``newest``) then `cold_item_split`."""
-    times = first_interaction_times(source, ds) if pick == "newest" else None
-    return cold_item_split(ds, pick_cold_items(ds, share, pick, seed, times), max_len)
+    tuning: bool = False,
+) -> tuple[SequenceDataset, ColdItemSplit]:
+    """`pick_cold_items` (timestamps read once, for ``newest``) then `cold_item_split`.
 
+    ``tuning`` (``data.cold_tuning``): first remove the items these settings would hold out, rows and
+    interactions (the catalogue before they existed), then split what is left with the same settings
+    (``newest``: the newest of what is left, a time-shifted split), so settings can be chosen without ever
+    seeing the test's cold items.
 
-def without_cold_items(
-    ds: SequenceDataset, source: DataSource, *, share: float, pick: ColdPick, seed: int
-) -> SequenceDataset:
-    """The catalogue before the cold items the same settings would hold out existed (``data.cold_tuning``).
-
-    Their rows and interactions are removed, so a split made on the result with the same pick (``newest``: the
-    newest of what is left, a time-shifted split) can choose settings without ever seeing the test's cold items.
+    Returns:
+        the dataset that was split (``tuning``: without the test's cold items) and its split.
     """
     times = first_interaction_times(source, ds) if pick == "newest" else None
-    keep = np.ones(ds.num_items, dtype=bool)
-    keep[pick_cold_items(ds, share, pick, seed, times)] = False
-    logger.info(
-        "%s tuning split: %d test cold items removed from the catalogue", ds.name, (~keep).sum()
-    )
-    return ds.select_items(keep)
+    if tuning:
+        keep = np.ones(ds.num_items, dtype=bool)
+        keep[pick_cold_items(ds, share, pick, seed, times)] = False
+        logger.info(
+            "%s tuning split: %d test cold items removed from the catalogue", ds.name, (~keep).sum()
+        )
+        ds = ds.select_items(keep)
+        times = None if times is None else times[keep]  # an item's first time is its own
+    return ds, cold_item_split(ds, pick_cold_items(ds, share, pick, seed, times), max_len)
 
 
 # ---- what the trainer may touch ----

@@ -90,11 +90,14 @@ def prepare(config: ExperimentConfig, *, with_text: bool | None = None) -> Prepa
     if data.protocol == "leave_one_out":
         split = leave_one_out(ds, data.max_len, train_seen=False)
     elif data.protocol == "cold_items":
-        share, pick, seed = data.cold_share, data.cold_pick, data.split_seed
-        if data.cold_tuning:
-            ds = cold.without_cold_items(ds, data.source, share=share, pick=pick, seed=seed)
-        split = cold.make_cold_item_split(
-            ds, data.source, share=share, pick=pick, seed=seed, max_len=data.max_len
+        ds, split = cold.make_cold_item_split(
+            ds,
+            data.source,
+            share=data.cold_share,
+            pick=data.cold_pick,
+            seed=data.split_seed,
+            max_len=data.max_len,
+            tuning=data.cold_tuning,
         )
     else:
         split = cold_start_users(ds, seed=data.split_seed, window=data.max_len, train_seen=False)
