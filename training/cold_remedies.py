@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from core.alphafuse import IdMap, fit_id_map, predict_id
+from core.id_map import IdMap, fit_id_map, predict_id
 from training.cold_baselines import TEXT_KNN_LAST
 from training.cold_items import ColdItemSplit, ScoreFn, evaluate_cold_items
 from training.embeddings import AlphaFuseEmbedding, alphafuse_with_null_space, has_null_space
@@ -58,7 +58,7 @@ def expected_id_scorer(model: Recommender, split: ColdItemSplit) -> ScoreFn:
 
 
 def fit_item_id_map(items: AlphaFuseEmbedding, seed: int = 0) -> IdMap:
-    """`core.alphafuse.fit_id_map` from the trained rows' language coordinates (all d) to their ID parts (d_n).
+    """`core.id_map.fit_id_map` from the trained rows' language coordinates (all d) to their ID parts (d_n).
 
     Trained rows are those whose ID part may receive gradient (``id_keep``); held-out items never enter the fit.
     """

@@ -125,8 +125,8 @@ def metrics_from_ranks(ranks: NDArray[np.integer], ks: Sequence[int] = KS) -> di
         {"HR@k": ..., ...} for every k, then {"NDCG@k": ...} for every k.
 
     Example:
-        >>> metrics_from_ranks(np.array([0, 3]), ks=(5,))
-        {'HR@5': 1.0, 'NDCG@5': 0.7153382790366965}
+        >>> metrics_from_ranks(np.array([0, 3]), ks=(5,))  # NDCG@5 = (1 + 1 / log2(5)) / 2
+        {'HR@5': 1.0, 'NDCG@5': 0.71533827903...}
     """
     ranks = np.asarray(ranks)
     if ranks.ndim != 1 or ranks.size == 0:
