@@ -178,11 +178,14 @@ def _betas(runs: list[dict[str, Any]]) -> str:
 
 
 def format_long_tail_table(results: list[dict[str, Any]]) -> str:
-    """Long-tail protocol: HR@10/NDCG@10 mean over seeds per group, params, seconds per epoch."""
+    """Long-tail protocol: HR@10/NDCG@10 mean over seeds per group, the std over seeds of NDCG@10 overall and on tail
+    items, params, seconds per epoch."""
     header = f"{'dataset':<16} {'model':<14} {'seeds':>5} " + " ".join(
         f"{g + ' H/N@10':>19}" for g in GROUPS
     )
-    header += f" {'params':>9} {'s/epoch':>8} {'epochs':>6}  beta (per seed)"
+    header += (
+        f" {'N@10 std all/tail':>19} {'params':>9} {'s/epoch':>8} {'epochs':>6}  beta (per seed)"
+    )
     lines = [header, "-" * len(header)]
     for (dataset, _, model, mode), runs in _rows(results, long_tail=True):
         cells = []
@@ -190,6 +193,11 @@ def format_long_tail_table(results: list[dict[str, Any]]) -> str:
             hr = np.mean([r["groups"][g]["HR@10"] for r in runs])
             nd = np.mean([r["groups"][g]["NDCG@10"] for r in runs])
             cells.append(f"{hr:.4f}/{nd:.4f}")
+        spread = "/".join(
+            f"{np.std([r['groups'][g]['NDCG@10'] for r in runs]):.4f}"
+            for g in ("overall", "tail_item")
+        )
+        cells.append(spread)
         spe = np.mean([r["seconds_per_epoch"] for r in runs])
         epochs = np.mean([r["epochs"] for r in runs])
         label = model if model == "llmesr" else mode
