@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/quality.py                       # all datasets, 3 seeds
     .venv/bin/python benchmarks/quality.py --datasets ml-100k --seeds 0
     .venv/bin/python benchmarks/quality.py --report              # the table of the committed results
+    .venv/bin/python benchmarks/quality.py --report --markdown --out benchmarks/results/quality_long_tail.json
     .venv/bin/python benchmarks/quality.py --protocol cold_start_users --models sasrec dreamrec \
         --datasets amazon14-beauty --modes id alphafuse --set dreamrec:train.max_epochs=2
 
@@ -90,7 +91,7 @@ def main() -> None:
     )
     results = load_records(args.out)
     if args.report:
-        print(format_table(results))
+        print(format_long_tail_markdown(results) if args.markdown else format_table(results))
         return
     done = {_key(r) for r in results}
     long_tail = ['eval.protocol="long_tail"'] if args.long_tail else []
@@ -209,6 +210,32 @@ def format_long_tail_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def format_long_tail_markdown(results: list[dict[str, Any]]) -> str:
+    """The long-tail table as the README shows it: NDCG@10 per group (mean +- std over seeds overall and on tail
+    items, means elsewhere), trainable parameters, training seconds, best/last epoch per seed; semq rows name their
+    betas (per seed)."""
+    lines = [
+        "| dataset | model | seeds | overall | tail item | head item | tail user | head user | params | train s "
+        "| best/last epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (dataset, _, model, mode), runs in _rows(results, long_tail=True):
+        ndcg = {g: np.array([r["groups"][g]["NDCG@10"] for r in runs]) for g in GROUPS}
+        cells = [
+            *(f"{ndcg[g].mean():.4f} ± {ndcg[g].std():.4f}" for g in ("overall", "tail_item")),
+            *(f"{ndcg[g].mean():.4f}" for g in ("head_item", "tail_user", "head_user")),
+            f"{runs[0]['trainable_params']:,}",
+            f"{np.mean([r['train_seconds'] for r in runs]):,.0f}",
+            " ".join(f"{r['best_epoch']}/{r['epochs']}" for r in runs),
+        ]
+        label = "LLM-ESR" if model == "llmesr" else f"SASRec-{mode}"
+        if mode.endswith("+semq"):
+            label = f"{mode} (β {_betas(runs)})"
+        name = dataset.removeprefix("amazon14-")
+        lines.append(f"| {name} | {label} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def format_table(results: list[dict[str, Any]]) -> str:
     """Mean +- std over seeds per (dataset, protocol, model, embedding), plus tail-item NDCG@10."""
     if any(r.get("eval_protocol") == "long_tail" for r in results):
@@ -259,6 +286,11 @@ def _args() -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--report", action="store_true", help="only print the table of the results file")
+    p.add_argument(
+        "--markdown",
+        action="store_true",
+        help="with --report: the long-tail table as in the README",
+    )
     return p.parse_args()
 
 
