@@ -212,8 +212,8 @@ def format_long_tail_table(results: list[dict[str, Any]]) -> str:
 
 def format_long_tail_markdown(results: list[dict[str, Any]]) -> str:
     """The long-tail table as the README shows it: NDCG@10 per group (mean +- std over seeds overall and on tail
-    items, means elsewhere), trainable parameters, training seconds, best/last epoch per seed; semq rows name their
-    betas (per seed)."""
+    items when there are two or more seeds, means elsewhere), trainable parameters, training seconds, best/last
+    epoch per seed; semq rows name their betas (per seed)."""
     lines = [
         "| dataset | model | seeds | overall | tail item | head item | tail user | head user | params | train s "
         "| best/last epoch |",
@@ -222,7 +222,11 @@ def format_long_tail_markdown(results: list[dict[str, Any]]) -> str:
     for (dataset, _, model, mode), runs in _rows(results, long_tail=True):
         ndcg = {g: np.array([r["groups"][g]["NDCG@10"] for r in runs]) for g in GROUPS}
         cells = [
-            *(f"{ndcg[g].mean():.4f} ± {ndcg[g].std():.4f}" for g in ("overall", "tail_item")),
+            # one seed has no spread: a std of 0 would read as a measured one
+            *(
+                f"{ndcg[g].mean():.4f}" + (f" ± {ndcg[g].std():.4f}" if len(runs) > 1 else "")
+                for g in ("overall", "tail_item")
+            ),
             *(f"{ndcg[g].mean():.4f}" for g in ("head_item", "tail_user", "head_user")),
             f"{runs[0]['trainable_params']:,}",
             f"{np.mean([r['train_seconds'] for r in runs]):,.0f}",
