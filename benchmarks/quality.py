@@ -91,6 +91,12 @@ def main() -> None:
     )
     results = load_records(args.out)
     if args.report:
+        if args.llmesr_from:
+            results = [r for r in results if r["model"] != "llmesr"] + [
+                {**r, "source": args.llmesr_from.name}
+                for r in load_records(args.llmesr_from)
+                if r["model"] == "llmesr"
+            ]
         print(format_long_tail_markdown(results) if args.markdown else format_table(results))
         return
     done = {_key(r) for r in results}
@@ -233,6 +239,8 @@ def format_long_tail_markdown(results: list[dict[str, Any]]) -> str:
             " ".join(f"{r['best_epoch']}/{r['epochs']}" for r in runs),
         ]
         label = "LLM-ESR" if model == "llmesr" else f"SASRec-{mode}"
+        if "source" in runs[0]:
+            label += f" ({max(r['epochs'] for r in runs)} epochs, {runs[0]['source']})"
         if mode.endswith("+semq"):
             label = f"{mode} (β {_betas(runs)})"
         name = dataset.removeprefix("amazon14-")
@@ -294,6 +302,14 @@ def _args() -> argparse.Namespace:
         "--markdown",
         action="store_true",
         help="with --report: the long-tail table as in the README",
+    )
+    p.add_argument(
+        "--llmesr-from",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="with --report: the LLM-ESR rows from this results file instead (the 40-epoch SASRec table is "
+        "compared with the 10-epoch LLM-ESR runs)",
     )
     return p.parse_args()
 
