@@ -311,7 +311,10 @@ def _args() -> argparse.Namespace:
         help="with --report: the LLM-ESR rows from this results file instead (the 40-epoch SASRec table is "
         "compared with the 10-epoch LLM-ESR runs)",
     )
-    return p.parse_args()
+    args = p.parse_args()
+    if (args.markdown or args.llmesr_from) and not args.report:
+        p.error("--markdown and --llmesr-from only shape the --report table")
+    return args
 
 
 if __name__ == "__main__":
