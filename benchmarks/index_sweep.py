@@ -7,7 +7,7 @@ Queries are the model's user vectors for real histories (each user's last ``max_
 search setting: recall@10 against exact search (ties count, as in ``exporter.index``) and microseconds per query at
 batch 1 and batch 8 (the service's micro-batches), FAISS on one thread.
 
-    .venv/bin/python benchmarks/index_sweep.py --run-dir runs/serve-bench-amazon14-sports
+    .venv/bin/python benchmarks/index_sweep.py --run-dir runs/serve-bench-amazon14-sports-e5
 """
 
 from __future__ import annotations

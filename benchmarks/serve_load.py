@@ -1,6 +1,7 @@
 """Serving benchmark: a real model, 1e5 items, the service on one core and the load generator on the other.
 
-Steps: train (or reuse) SASRec-AlphaFuse on amazon14-sports, export it with an HNSW index, start
+Steps: train (or reuse) SASRec-AlphaFuse on amazon14-sports, export it (``--index auto`` picks the PQ fast scan
+for the grown catalogue), start
 ``recsys serve`` pinned to core 0 against Redis, grow the catalogue to ``--items`` through ``POST /items`` (dataset
 texts reused with a suffix), load real user histories through ``POST /events``, then drive ``/recommend`` (k=10,
 history from Redis) and ``/score`` (100 candidates) from ``benchmarks/loadgen.py`` pinned to core 1: closed loop at
@@ -8,6 +9,8 @@ several concurrencies and open loop at fixed rates. Ends with the per-stage brea
 
     .venv/bin/python benchmarks/serve_load.py                      # ~15 min; writes benchmarks/results/serve.json
     .venv/bin/python benchmarks/serve_load.py --run-dir runs/sports-alphafuse-s0 --duration 5
+    .venv/bin/python benchmarks/serve_load.py --epochs 1 --set embedding.dim=256 --set embedding.null_dim=32 \
+        --set embedding.id_dropout=0.5 --semantic-query-beta 0.5 --out benchmarks/results/serve_d256.json
 """
 
 from __future__ import annotations
@@ -48,7 +51,14 @@ def main() -> int:
     dataset = load_dataset(config.data.source)
     root = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     # exact_threshold 0: auto picks for the grown catalogue, not for the trained items alone
-    export_run(run_dir, root, index_kind=args.index, exact_threshold=0, version="bench")
+    export_run(
+        run_dir,
+        root,
+        index_kind=args.index,
+        exact_threshold=0,
+        version="bench",
+        semantic_query_beta=args.semantic_query_beta,
+    )
     artifact = resolve_artifact(root)
     manifest = json.loads((artifact / "manifest.json").read_text())
 
@@ -90,6 +100,7 @@ def main() -> int:
         "index": manifest["index"],
         "max_len": manifest["encoder"]["max_len"],
         "dim": manifest["dims"]["d"],
+        "semantic_query_beta": args.semantic_query_beta,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores; service on core 0, load on core 1",
         "freeze_heap": not args.no_freeze_heap,
         **results,
@@ -106,6 +117,20 @@ def _args() -> argparse.Namespace:
     p.add_argument("--run-dir", type=Path, help="a trained run to serve (default: train one)")
     p.add_argument("--config", type=Path, default=REPO / "training/configs/amazon14-sports.toml")
     p.add_argument("--epochs", type=int, default=5)
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for the trained model, e.g. embedding.dim=256",
+    )
+    p.add_argument(
+        "--semantic-query-beta",
+        type=float,
+        default=0.0,
+        help="export with the semantic query (as `recsys export --semantic-query-beta`)",
+    )
     p.add_argument("--index", default="auto", choices=["auto", "flat", "pq", "hnsw", "ivf"])
     p.add_argument("--items", type=int, default=100_000, help="catalogue size after POST /items")
     p.add_argument("--users", type=int, default=5_000)
@@ -130,13 +155,14 @@ def _args() -> argparse.Namespace:
 
 
 def _train(args: argparse.Namespace) -> Path:
-    run_dir = REPO / "runs" / f"serve-bench-{args.config.stem}"
+    suffix = "".join(f"-{o}" for o in args.overrides).replace("/", "_")
+    run_dir = REPO / "runs" / f"serve-bench-{args.config.stem}-e{args.epochs}{suffix}"
     if (run_dir / "metrics.json").exists():
         return run_dir
     from training.config import load_config
     from training.train import run_experiment
 
-    config = load_config(args.config, [f"train.max_epochs={args.epochs}"])
+    config = load_config(args.config, [f"train.max_epochs={args.epochs}", *args.overrides])
     run_experiment(config, run_dir)
     return run_dir
 
