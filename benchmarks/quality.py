@@ -217,9 +217,9 @@ def format_long_tail_table(results: list[dict[str, Any]]) -> str:
 
 
 def format_long_tail_markdown(results: list[dict[str, Any]]) -> str:
-    """The long-tail table as the README shows it: NDCG@10 per group (mean +- std over seeds overall and on tail
-    items when there are two or more seeds, means elsewhere), trainable parameters, training seconds, best/last
-    epoch per seed; semq rows name their betas (per seed)."""
+    """The long-tail table as benchmarks/long_tail.md shows it: NDCG@10 per group (mean +- std over seeds overall
+    and on tail items when there are two or more seeds, means elsewhere), trainable parameters, training seconds,
+    best/last epoch per seed; semq rows name their betas (per seed)."""
     lines = [
         "| dataset | model | seeds | overall | tail item | head item | tail user | head user | params | train s "
         "| best/last epoch |",
@@ -301,7 +301,7 @@ def _args() -> argparse.Namespace:
     p.add_argument(
         "--markdown",
         action="store_true",
-        help="with --report: the long-tail table as in the README",
+        help="with --report: the long-tail table as in benchmarks/long_tail.md",
     )
     p.add_argument(
         "--llmesr-from",
