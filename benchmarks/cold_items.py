@@ -124,7 +124,9 @@ def _measure(config: ExperimentConfig, prepared: Prepared, model: str) -> dict[s
     with tempfile.TemporaryDirectory() as tmp:
         metrics = run_experiment(config, Path(tmp), prepared=prepared).metrics
     cold: dict[str, Any] = metrics["cold_items"]
-    cold["train"] = {k: metrics[k] for k in ("best_epoch", "epochs", "train_seconds")}
+    cold["train"] = {
+        k: metrics[k] for k in ("best_epoch", "epochs", "train_seconds", "train_cpu_seconds")
+    }
     return cold
 
 

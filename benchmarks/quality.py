@@ -150,6 +150,7 @@ def _record(key: tuple[str, str, str, str, str, int], m: dict[str, Any]) -> dict
         "groups": m["groups"],
         "trainable_params": m["trainable_params"],
         "train_seconds": round(m["train_seconds"], 1),
+        "train_cpu_seconds": round(m["train_cpu_seconds"], 1),
         "seconds_per_epoch": round(m["train_seconds"] / max(m["epochs"], 1), 1),
         "epochs": m["epochs"],
         "sequences_per_second": round(m["sequences_per_second"], 1),

@@ -56,6 +56,8 @@ class TrainLoop:
         self.best = -1.0
         self.best_epoch = 0
         self.train_seconds = 0.0
+        # this process's CPU time in training: comparable between runs that shared the cores
+        self.train_cpu_seconds = 0.0
         self.sequences = 0
         self._sampled_valid: SampledEvaluator | None = None
 
@@ -103,7 +105,7 @@ class TrainLoop:
     def train_epoch(self) -> float:
         t, model = self.config.train, self.model
         model.train()
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.process_time()
         order = torch.randperm(len(self.targets), generator=self.generator)
         total, batches = 0.0, 0
         for start in range(0, len(order), t.batch_size):
@@ -118,6 +120,7 @@ class TrainLoop:
             self.optimizer.step()
             total, batches = total + loss.item(), batches + 1
         self.train_seconds += time.perf_counter() - began
+        self.train_cpu_seconds += time.process_time() - began_cpu
         self.sequences += len(order)
         return total / max(batches, 1)
 
@@ -139,6 +142,7 @@ class TrainLoop:
             "epochs": self.epoch,
             "valid_best": self.best,
             "train_seconds": self.train_seconds,
+            "train_cpu_seconds": self.train_cpu_seconds,
             "sequences_per_second": self.sequences / max(self.train_seconds, 1e-9),
             "trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
         }
@@ -158,6 +162,7 @@ class TrainLoop:
                 "best": self.best,
                 "best_epoch": self.best_epoch,
                 "train_seconds": self.train_seconds,
+                "train_cpu_seconds": self.train_cpu_seconds,
                 "sequences": self.sequences,
                 "history": self.history,
             },
@@ -182,6 +187,7 @@ class TrainLoop:
         state = json.loads((self.run_dir / "state.json").read_text())
         self.epoch, self.best, self.best_epoch = state["epoch"], state["best"], state["best_epoch"]
         self.train_seconds, self.sequences = state["train_seconds"], state["sequences"]
+        self.train_cpu_seconds = state.get("train_cpu_seconds", 0.0)  # older runs lack it
         self.history = state["history"]
         logger.info("resumed %s at epoch %d (best %.4f)", self.run_dir, self.epoch, self.best)
 

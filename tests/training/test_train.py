@@ -108,6 +108,10 @@ def test_resume_continues_and_evaluate_reproduces(
     resumed = run_experiment(longer, tmp_path, prepared=prepared, resume=True)
     assert resumed.metrics["epochs"] == 2
     assert [h["epoch"] for h in resumed.history] == [1, 2]
+    # the timers carry over a resume: epoch 1's seconds are kept and epoch 2's (about as many) added
+    assert 0 < first.metrics["train_seconds"] < resumed.metrics["train_seconds"]
+    cpu = first.metrics["train_cpu_seconds"], resumed.metrics["train_cpu_seconds"]
+    assert 0 < 1.5 * cpu[0] < cpu[1], cpu
     again = evaluate_run(tmp_path)
     assert again["test"] == pytest.approx(resumed.metrics["test"], abs=1e-6)
 
