@@ -1,16 +1,16 @@
 """Serving benchmark: a real model, 1e5 items, the service on one core and the load generator on the other.
 
-Steps: train (or reuse) SASRec-AlphaFuse on amazon14-sports, export it (``--index auto`` picks the PQ fast scan
-for the grown catalogue), start
-``recsys serve`` pinned to core 0 against Redis, grow the catalogue to ``--items`` through ``POST /items`` (dataset
-texts reused with a suffix), load real user histories through ``POST /events``, then drive ``/recommend`` (k=10,
-history from Redis) and ``/score`` (100 candidates) from ``benchmarks/loadgen.py`` pinned to core 1: closed loop at
-several concurrencies and open loop at fixed rates. Ends with the per-stage breakdown read from ``/metrics``.
+Steps: train (or reuse) SASRec-AlphaFuse on amazon14-sports, export it (``--index auto`` picks the PQ fast scan for
+the grown catalogue), start ``recsys serve`` pinned to core 0 against Redis, grow the catalogue to ``--items``
+through ``POST /items`` (dataset texts reused with a suffix), load real user histories through ``POST /events``,
+then drive ``/recommend`` (k=10, history from Redis) and ``/score`` (100 candidates) from ``benchmarks/loadgen.py``
+pinned to core 1: closed loop at several concurrencies and open loop at fixed rates. Ends with the per-stage
+breakdown read from ``/metrics``.
 
     .venv/bin/python benchmarks/serve_load.py                      # ~15 min; writes benchmarks/results/serve.json
     .venv/bin/python benchmarks/serve_load.py --run-dir runs/sports-alphafuse-s0 --duration 5
     .venv/bin/python benchmarks/serve_load.py --epochs 1 --set embedding.dim=256 --set embedding.null_dim=32 \
-        --set embedding.id_dropout=0.5 --semantic-query-beta 0.5 --out benchmarks/results/serve_d256.json
+        --set embedding.id_dropout=0.5 --semantic-query-beta 0.5 --out benchmarks/results/serve_width_d256.json
 """
 
 from __future__ import annotations
