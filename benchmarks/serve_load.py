@@ -58,6 +58,7 @@ def main() -> int:
         exact_threshold=0,
         version="bench",
         semantic_query_beta=args.semantic_query_beta,
+        ddim_steps=args.ddim_steps,
     )
     artifact = resolve_artifact(root)
     manifest = json.loads((artifact / "manifest.json").read_text())
@@ -101,6 +102,7 @@ def main() -> int:
         "max_len": manifest["encoder"]["max_len"],
         "dim": manifest["dims"]["d"],
         "semantic_query_beta": args.semantic_query_beta,
+        "ddim_steps": manifest["encoder"].get("ddim_steps"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores; service on core 0, load on core 1",
         "freeze_heap": not args.no_freeze_heap,
         **results,
@@ -130,6 +132,12 @@ def _args() -> argparse.Namespace:
         type=float,
         default=0.0,
         help="export with the semantic query (as `recsys export --semantic-query-beta`)",
+    )
+    p.add_argument(
+        "--ddim-steps",
+        type=int,
+        default=None,
+        help="dreamrec: the sampler's step count in the exported graph (as `recsys export --ddim-steps`)",
     )
     p.add_argument("--index", default="auto", choices=["auto", "flat", "pq", "hnsw", "ivf"])
     p.add_argument("--items", type=int, default=100_000, help="catalogue size after POST /items")

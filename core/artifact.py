@@ -90,6 +90,11 @@ class EncoderSpec(_Frozen):
         ge=0, description="ONNX vs torch on real histories at export"
     )
     semantic_query: SemanticQuerySpec | None = None
+    ddim_steps: int | None = Field(
+        default=None,
+        gt=0,
+        description="DreamRec: denoiser calls of the DDIM sampler unrolled in the graph",
+    )
 
 
 class IndexSpec(_Frozen):

@@ -4,7 +4,7 @@ recsys quickstart                      # ml-100k: train, export, serve, recommen
 recsys data     training/configs/amazon14-beauty.toml
 recsys train    training/configs/amazon14-beauty.toml --set embedding.mode="id" --run-dir runs/beauty-id
 recsys evaluate runs/beauty-id
-recsys export   runs/beauty-id --out artifacts [--index hnsw] [--version V] [--no-current]
+recsys export   runs/beauty-id --out artifacts [--index hnsw] [--version V] [--no-current] [--ddim-steps N]
 recsys serve    --artifact artifacts --redis-url redis://127.0.0.1:6379/0
 recsys events   events.csv --redis-url redis://127.0.0.1:6379/0   # the served events, as training data
 
@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def add_export_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``export RUN_DIR [--out] [--index] [--exact-threshold] [--version] [--no-current]
-    [--semantic-query-beta]``."""
+    [--semantic-query-beta] [--ddim-steps]``."""
     export = subparsers.add_parser(
         "export", help="export a trained run as a versioned serving artifact"
     )
@@ -88,6 +88,13 @@ def add_export_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         help="alphafuse: add a content term of this relative size (from the last history items' language "
         "coordinates) to every user vector, which lifts items added from their text (default 0: off)",
     )
+    export.add_argument(
+        "--ddim-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="dreamrec: unroll the guided DDIM sampler with N denoiser calls (default: the run's diffusion.steps)",
+    )
     export.set_defaults(func=_export)
 
 
@@ -103,6 +110,7 @@ def _export(args: argparse.Namespace) -> int:
         version=args.version,
         make_current=not args.no_current,
         semantic_query_beta=args.semantic_query_beta,
+        ddim_steps=args.ddim_steps,
     )
     m = open_artifact(path, verify=False)
     text = m.text_encoder.name if m.text_encoder is not None else "none"
@@ -111,6 +119,7 @@ def _export(args: argparse.Namespace) -> int:
         f"  items           {m.num_items} ({m.embedding_mode}, d={m.dims.d}, d_n={m.dims.d_n})",
         f"  index           {m.index.kind} {m.index.params} recall@10 {m.index.recall_at_10:.4f}",
         f"  encoder parity  {m.encoder.parity_max_abs_diff:.2e} max abs diff (max_len {m.encoder.max_len})",
+        *([f"  DDIM steps      {m.encoder.ddim_steps}"] if m.encoder.ddim_steps else []),
         f"  text encoder    {text}",
         f"  current         {'yes' if not args.no_current else 'no'}",
     ]

@@ -48,6 +48,7 @@ from exporter.text_encoder import export_text_encoder
 from training.checkpoint import BASIS_FILE, CONFIG_FILE, LoadedRun, load_run
 from training.cold_items import HELD_OUT_FILE
 from training.embeddings import alphafuse_with_null_space
+from training.models.dreamrec import DreamRecEncoder
 from training.semantic_query import SemanticQueryEncoder
 
 __all__ = ["MAX_PARITY_DIFF", "export_run"]
@@ -69,6 +70,7 @@ def export_run(
     version: str | None = None,
     make_current: bool = True,
     semantic_query_beta: float = 0.0,
+    ddim_steps: int | None = None,
 ) -> Path:
     """Export ``run_dir`` as ``out_root/<version>`` and return that path.
 
@@ -83,13 +85,18 @@ def export_run(
         semantic_query_beta: > 0 folds the semantic query (``training.semantic_query``) with this ``beta`` into
             the user encoder graph (AlphaFuse only): every user vector gains a content term from the language
             coordinates of the last history items, which lifts items added from their text.
+        ddim_steps: DreamRec only: unroll the guided DDIM sampler with this many denoiser calls instead of the
+            training config's ``diffusion.steps`` (the sampler has no trained weights, so the serving step count
+            is chosen at export; ``benchmarks/dreamrec_steps.py`` measures quality and latency per count).
 
     Raises:
         ValueError: the version exists or is not a plain name, the run is incomplete, the model kind is not
             exportable, or the ONNX encoder differs from torch by more than ``MAX_PARITY_DIFF``, or
-            ``semantic_query_beta`` is negative or set for a model without AlphaFuse's language coordinates.
+            ``semantic_query_beta`` is negative or set for a model without AlphaFuse's language coordinates,
+            or ``ddim_steps`` is set for a model without a sampler or outside [1, diffusion.timesteps].
     """
     run = load_run(run_dir, device="cpu")
+    _set_ddim_steps(run, ddim_steps)
     encoder, semantic = _user_encoder(run, semantic_query_beta)
     if (
         run.config.model.name not in EXPORTABLE
@@ -165,8 +172,12 @@ def _write_artifact(
     np.save(out / "popularity.npy", _popularity(run, run_dir), allow_pickle=False)
     if basis is not None:
         shutil.copyfile(run_dir / BASIS_FILE, out / BASIS_FILE)
+    sampler = run.model.encoder
     encoder = EncoderSpec(
-        max_len=config.data.max_len, parity_max_abs_diff=0.0, semantic_query=semantic
+        max_len=config.data.max_len,
+        parity_max_abs_diff=0.0,
+        semantic_query=semantic,
+        ddim_steps=sampler.steps if isinstance(sampler, DreamRecEncoder) else None,
     )
     export_user_encoder(user_encoder, out / encoder.file)
     parity, users = _check_encoder(user_encoder, config.data.max_len, out / encoder.file, table)
@@ -195,6 +206,21 @@ def _write_artifact(
     write_manifest(out, manifest)
     _log_summary(manifest, index_spec)
     return manifest
+
+
+def _set_ddim_steps(run: LoadedRun, steps: int | None) -> None:
+    """Serve DreamRec's deterministic DDIM sampler with ``steps`` denoiser calls (None: the config's)."""
+    if steps is None:
+        return
+    encoder = run.model.encoder
+    if not isinstance(encoder, DreamRecEncoder):
+        raise ValueError(
+            f"ddim_steps={steps} applies to DreamRec's sampler; this run's model is {run.config.model.name!r}"
+        )
+    timesteps = encoder.config.diffusion.timesteps
+    if not 1 <= steps <= timesteps:
+        raise ValueError(f"ddim_steps must be in [1, diffusion.timesteps={timesteps}], got {steps}")
+    encoder.sampler, encoder.steps = "ddim", steps
 
 
 def _user_encoder(run: LoadedRun, beta: float) -> tuple[UserEncoder, SemanticQuerySpec | None]:

@@ -92,3 +92,45 @@ def test_only_ddim_is_exported_and_steps_change_the_graph(
     encoder.sampler = "ancestral"
     with pytest.raises(ValueError, match="only the deterministic DDIM sampler"):
         export_user_encoder(encoder, tmp_path / "anc.onnx")
+
+
+def test_ddim_steps_chosen_at_export_are_the_graph_and_the_manifest(
+    dreamrec_run: Path, tmp_path: Path
+) -> None:
+    default = open_artifact(export_run(dreamrec_run, tmp_path / "a", version="cfg"), verify=True)
+    assert default.encoder.ddim_steps == 5  # the run's diffusion.steps
+    path = export_run(dreamrec_run, tmp_path / "a", version="one", ddim_steps=1)
+    manifest = open_artifact(path, verify=True)
+    assert manifest.encoder.ddim_steps == 1
+    assert manifest.encoder.parity_max_abs_diff <= MAX_PARITY_DIFF
+    encoder = load_run(dreamrec_run).model.encoder
+    assert isinstance(encoder, DreamRecEncoder)
+    table = np.load(path / "items.npy")
+    item_emb = table[np.arange(30).reshape(3, 10)].astype(np.float32)
+    mask = np.ones((3, 10), dtype=bool)
+    (got,) = ort_session(path / "encoder.onnx").run(None, {"item_emb": item_emb, "mask": mask})
+    with torch.no_grad():
+        encoder.steps = 1
+        one = encoder.encode(torch.from_numpy(item_emb), torch.from_numpy(mask)).numpy()
+        encoder.steps = 5
+        five = encoder.encode(torch.from_numpy(item_emb), torch.from_numpy(mask)).numpy()
+    np.testing.assert_allclose(got, one, atol=MAX_PARITY_DIFF, rtol=0)
+    assert not np.allclose(got, five, atol=1e-3)
+
+
+def test_bad_ddim_steps_are_refused_and_leave_nothing(
+    dreamrec_run: Path, alphafuse_run: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "artifacts"
+    for steps in (0, 2001):
+        with pytest.raises(
+            ValueError, match=r"ddim_steps must be in \[1, diffusion.timesteps=2000\]"
+        ):
+            export_run(dreamrec_run, root, ddim_steps=steps)
+    with pytest.raises(
+        ValueError, match="applies to DreamRec's sampler; this run's model is 'sasrec'"
+    ):
+        export_run(alphafuse_run, root, ddim_steps=1)
+    assert not root.exists()
+    sasrec = open_artifact(export_run(alphafuse_run, root, version="s"), verify=True)
+    assert sasrec.encoder.ddim_steps is None
