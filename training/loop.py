@@ -43,8 +43,13 @@ class TrainLoop:
             run_dir,
         )
         t = config.train
+        # fused: one kernel over all parameters (CPU and CUDA); the per-tensor loop took ~9% of a DreamRec
+        # step on one CPU thread, the fused step is 5-6x faster (same update, float32 rounding aside)
         self.optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad], lr=t.lr, weight_decay=t.weight_decay
+            [p for p in model.parameters() if p.requires_grad],
+            lr=t.lr,
+            weight_decay=t.weight_decay,
+            fused=device.type in ("cpu", "cuda"),
         )
         self.histories = torch.from_numpy(split.train.histories)
         self.targets = torch.from_numpy(split.train.targets)
