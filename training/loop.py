@@ -159,6 +159,11 @@ class TrainLoop:
             for name, value in slots.items():
                 state[f"optim.{pid}.{name}"] = torch.as_tensor(value).detach().cpu().clone()
         state["rng"] = self.generator.get_state()
+        # dropout, DreamRec's timesteps/noise/condition drop draw from the global streams: a resumed run
+        # continues them where the checkpoint left them, so it trains exactly as an uninterrupted one
+        state["torch_rng"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         atomic_write(self.run_dir / "last.safetensors", lambda p: save_file(state, str(p)))
         write_json(
             self.run_dir / "state.json",
@@ -189,6 +194,11 @@ class TrainLoop:
                 opt["state"].setdefault(int(pid), {})[name] = value.to(self.device)
         self.optimizer.load_state_dict(opt)
         self.generator.set_state(tensors["rng"])
+        # checkpoints written before these keys resume with the freshly seeded streams
+        if "torch_rng" in tensors:
+            torch.set_rng_state(tensors["torch_rng"])
+        if "cuda_rng" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["cuda_rng"], self.device)
         state = json.loads((self.run_dir / "state.json").read_text())
         self.epoch, self.best, self.best_epoch = state["epoch"], state["best"], state["best_epoch"]
         self.train_seconds, self.sequences = state["train_seconds"], state["sequences"]

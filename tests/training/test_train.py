@@ -101,10 +101,11 @@ def test_alphafuse_trains_fewer_parameters_than_id(
 def test_resume_continues_and_evaluate_reproduces(
     shared_data: Path, prepared, tmp_path: Path
 ) -> None:
-    config = _config(shared_data, "train.max_epochs=1")
+    dropout = "model.dropout=0.2"  # draws from the global RNG, which the checkpoint must carry
+    config = _config(shared_data, "train.max_epochs=1", dropout)
     first = run_experiment(config, tmp_path, prepared=prepared)
     assert first.metrics["epochs"] == 1
-    longer = _config(shared_data, "train.max_epochs=2", "train.patience=5")
+    longer = _config(shared_data, "train.max_epochs=2", "train.patience=5", dropout)
     resumed = run_experiment(longer, tmp_path, prepared=prepared, resume=True)
     assert resumed.metrics["epochs"] == 2
     assert [h["epoch"] for h in resumed.history] == [1, 2]
@@ -114,6 +115,10 @@ def test_resume_continues_and_evaluate_reproduces(
     assert 0 < 1.5 * cpu[0] < cpu[1], cpu
     again = evaluate_run(tmp_path)
     assert again["test"] == pytest.approx(resumed.metrics["test"], abs=1e-6)
+    # stopped after epoch 1 and resumed = two epochs in one go: same batches, negatives, dropout masks
+    straight = run_experiment(longer, tmp_path / "straight", prepared=prepared)
+    assert straight.history == resumed.history, "a resumed run must train as an uninterrupted one"
+    assert straight.metrics["test"] == resumed.metrics["test"]
 
 
 def test_cli_train_and_errors(
