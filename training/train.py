@@ -179,8 +179,7 @@ def run_experiment(
     """Train, select on validation, test once; write the run directory. Returns the test metrics."""
     run_dir.mkdir(parents=True, exist_ok=True)
     t = config.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
+    configure_torch(t.threads)
     _seed_everything(t.seed)
     prepared = prepared or prepare(config)
     basis = fit_basis(config, prepared) if config.embedding.mode == "alphafuse" else None
@@ -223,8 +222,7 @@ def evaluate_run(run_dir: Path) -> dict[str, Any]:
 
 def measure_throughput(config: ExperimentConfig, prepared: Prepared, epochs: int = 1) -> float:
     """Training sequences per second over ``epochs`` full epochs (no evaluation), for benchmarks."""
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
+    configure_torch(config.train.threads)
     _seed_everything(config.train.seed)
     basis = fit_basis(config, prepared) if config.embedding.mode == "alphafuse" else None
     device = _device(config.train.device)
@@ -246,6 +244,20 @@ def _plots(
     metric = config.train.select_metric
     plot_validation_curve(history, f"valid_{metric}", plots / "validation_curve.png")
     plot_group_metrics(metrics["groups"], metric, plots / "groups.png")
+
+
+def configure_torch(threads: int | None) -> None:
+    """Process-wide CPU settings for training: the thread count, and subnormal floats flushed to zero.
+
+    Flushing matters for speed, not accuracy: a sharp softmax (infoNCE at tau = 0.07 over wide standardized rows)
+    sends probabilities and the gradients built from them below float32's smallest normal (1.2e-38), and x86
+    arithmetic on such subnormals is many times slower. Seen: ml-100k at d = 384 (null_dim 32, id_dropout 0.5)
+    had thousands of subnormal entries in the ID table's gradient by step 450 and had not finished 3 epochs after
+    7 minutes, against 2 minutes flushed; at d = 128 the two took the same time and gave identical results.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)  # returns False (and does nothing) where the CPU lacks FTZ/DAZ
 
 
 def _device(name: str) -> torch.device:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from core.alphafuse import load_basis
@@ -13,7 +14,7 @@ from exporter.cli import main
 from training import evaluate as ev
 from training.config import load_config
 from training.semantic_query import semantic_query_scorer
-from training.train import build_model, evaluate_run, prepare, run_experiment
+from training.train import build_model, configure_torch, evaluate_run, prepare, run_experiment
 
 CONFIG = Path(__file__).resolve().parents[2] / "training" / "configs" / "ml-100k.toml"
 TINY = ["train.max_epochs=2", "train.patience=1", "model.dropout=0.0", "data.max_len=20"]
@@ -164,3 +165,18 @@ def test_cold_start_user_protocol_trains_and_reports_unmasked_metrics(
     assert result.metrics["protocol"] == "cold_start_users"
     assert result.metrics["test"] == result.metrics["test_unmasked"]
     assert set(result.metrics["test"]) >= {"HR@5", "NDCG@5", "HR@50", "NDCG@50"}
+
+
+def test_training_flushes_subnormal_floats_to_zero() -> None:
+    """A sharp softmax makes subnormal gradients, which x86 computes on many times slower (see configure_torch)."""
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU has no flush-to-zero mode")
+    torch.set_flush_denormal(False)
+    subnormal = torch.tensor([1e-39], dtype=torch.float32)
+    assert (subnormal * 1.0).item() != 0.0  # kept as a subnormal
+    try:
+        configure_torch(None)
+        assert (subnormal * 1.0).item() == 0.0
+        assert (torch.tensor([1e-37]) * 1.0).item() != 0.0  # normal floats are untouched
+    finally:
+        torch.set_flush_denormal(False)
