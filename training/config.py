@@ -239,14 +239,15 @@ class ExperimentConfig(_Section):
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.lr=1e-3"`` -> (["train", "lr"], 0.001). Bare words that are not TOML become strings."""
+    """``"train.lr=1e-3"`` -> (["train", "lr"], 0.001). Bare words that are not TOML become strings, except
+    ``none``, which TOML cannot say: it sets an optional key to None (``embedding.null_threshold=none``)."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"override must look like section.key=value, got {text!r}")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
-        value = raw.strip()
+        value = None if raw.strip() == "none" else raw.strip()
     return key.strip().split("."), value
 
 

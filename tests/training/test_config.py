@@ -53,6 +53,10 @@ def test_null_threshold_without_null_dim_replaces_the_default(tmp_path: Path) ->
     path.write_text(base + "null_threshold = 0.25\n")
     emb = load_config(path).embedding
     assert (emb.null_dim, emb.null_threshold) == (None, 0.25)
+    emb = load_config(path, ["embedding.null_threshold=none", "embedding.null_dim=64"]).embedding
+    assert (emb.null_dim, emb.null_threshold) == (64, None)
+    with pytest.raises(ValueError, match=r"train\.lr"):
+        load_config(path, ["train.lr=none"])
     path.write_text(base + "null_threshold = 0.25\nnull_dim = 8\n")
     with pytest.raises(ValueError, match="exactly one of null_dim or null_threshold"):
         load_config(path)
