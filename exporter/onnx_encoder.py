@@ -33,6 +33,7 @@ __all__ = [
     "OPSET",
     "OUTPUT_NAME",
     "UserEncoder",
+    "encoder_outputs",
     "encoder_parity",
     "export_user_encoder",
     "ignore_export_warnings",
@@ -119,7 +120,18 @@ def encoder_parity(
     item_emb: NDArray[np.float32],
     mask: NDArray[np.bool_],
 ) -> float:
-    """Max absolute difference between the ONNX graph and ``model.encode`` on one batch.
+    """Max absolute difference between the ONNX graph and ``model.encode`` on one batch (``encoder_outputs``)."""
+    got, expected = encoder_outputs(model, onnx_path, item_emb, mask)
+    return float(np.abs(got - expected).max())
+
+
+def encoder_outputs(
+    model: UserEncoder,
+    onnx_path: Path,
+    item_emb: NDArray[np.float32],
+    mask: NDArray[np.bool_],
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """The user vectors of the ONNX graph and of ``model.encode`` (eval mode) on one batch, (B, d) each.
 
     Args:
         model: the torch encoder the graph was exported from.
@@ -139,7 +151,7 @@ def encoder_parity(
     finally:
         model.train(was_training)
     (got,) = ort_session(onnx_path).run(None, {"item_emb": item_emb, "mask": mask})  # (B, d)
-    return float(np.abs(np.asarray(got) - expected.numpy()).max())
+    return np.asarray(got, dtype=np.float32), expected.numpy()
 
 
 def ignore_export_warnings() -> None:

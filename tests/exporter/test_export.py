@@ -15,7 +15,7 @@ import torch
 
 from core.artifact import ArtifactError, open_artifact, resolve_artifact
 from exporter.cli import add_export_command
-from exporter.export import export_run
+from exporter.export import MAX_PARITY_DIFF, export_run, parity_diffs
 from exporter.onnx_encoder import ort_session
 from training.checkpoint import load_run
 
@@ -75,6 +75,19 @@ def test_artifact_encoder_reproduces_the_model_on_real_histories(
     with torch.no_grad():
         expected = run.model.user_vectors(histories).numpy()  # (B, d)
     np.testing.assert_allclose(user, expected, atol=1e-5)
+
+
+def test_parity_is_absolute_within_one_and_relative_above() -> None:
+    """float32 rounding grows with the value: DreamRec's guided x0 has entries above 10 (an export of a d = 256
+    beauty model differed from torch by 1.05e-5 at such an entry), SASRec's stay near 1."""
+    expected = np.array([[0.5, -12.0, 3.0]], dtype=np.float32)
+    rounding = expected + np.array([[0.0, -1.05e-5, 0.0]], dtype=np.float32)
+    absolute, relative = parity_diffs(rounding, expected)
+    assert absolute > MAX_PARITY_DIFF >= relative
+    wrong = expected + np.array(
+        [[2e-5, 0.0, 0.0]], dtype=np.float32
+    )  # at an entry below 1: absolute
+    assert parity_diffs(wrong, expected)[1] > MAX_PARITY_DIFF
 
 
 def test_id_artifact_has_no_text_path_and_missing_popularity_is_zeros(
