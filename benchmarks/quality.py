@@ -114,7 +114,7 @@ def main() -> None:
             for mode in ["llmesr"] if model == "llmesr" else args.modes:
                 for seed in args.seeds:
                     key = (dataset, base.data.protocol, base.eval.protocol, model, mode, seed)
-                    if key in done:
+                    if (*key, args.variant) in done:
                         continue
                     chosen = [] if model == "llmesr" else [f'embedding.mode="{mode}"']
                     config = load_config(path, [*overrides, *chosen, f"train.seed={seed}"])
@@ -124,14 +124,18 @@ def main() -> None:
                         if args.keep_runs:
                             run_dir = args.keep_runs / f"{dataset}-{model}-{mode}-s{seed}"
                         m = run_experiment(config, run_dir, prepared=prepared).metrics
-                    results.append({**_record(key, m), "overrides": [*overrides, *chosen]})
+                    variant = {"variant": args.variant} if args.variant else {}
+                    results.append(
+                        {**_record(key, m), **variant, "overrides": [*overrides, *chosen]}
+                    )
                     save_json(args.out, results)
     print(format_table(results))
 
 
-def _key(r: dict[str, Any]) -> tuple[str, str, str, str, str, int]:
+def _key(r: dict[str, Any]) -> tuple[str, str, str, str, str, int, str]:
     eval_protocol = r.get("eval_protocol", "standard")
-    return (r["dataset"], r["protocol"], eval_protocol, r["model"], r["embedding"], r["seed"])
+    fields = (r["dataset"], r["protocol"], eval_protocol, r["model"], r["embedding"], r["seed"])
+    return (*fields, r.get("variant", ""))
 
 
 def _record(key: tuple[str, str, str, str, str, int], m: dict[str, Any]) -> dict[str, Any]:
@@ -166,18 +170,20 @@ def _rows(
     """Runs grouped by (dataset, protocol, model, embedding) in the usual order, of one evaluation protocol.
 
     An AlphaFuse run with a ``semantic_query`` also counts as a run of ``<embedding>+semq``: the model served
-    with its semantic query, beta chosen on validation (its test metrics, groups and beta).
+    with its semantic query, beta chosen on validation (its test metrics, groups and beta). A run made with
+    ``--variant NAME`` counts as a run of ``<embedding>@NAME``.
     """
     groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for r in results:
         if (r.get("eval_protocol") == "long_tail") != long_tail:
             continue
-        key = (r["dataset"], r.get("protocol", "leave_one_out"), r["model"], r["embedding"])
+        label = r["embedding"] + (f"@{r['variant']}" if r.get("variant") else "")
+        key = (r["dataset"], r.get("protocol", "leave_one_out"), r["model"], label)
         groups.setdefault(key, []).append(r)
         if "semantic_query" in r:
             sq = r["semantic_query"]
             semq = {**r, "metrics": sq["test"], "groups": sq["groups"], "beta": sq["beta"]}
-            groups.setdefault((*key[:3], f"{r['embedding']}+semq"), []).append(semq)
+            groups.setdefault((*key[:3], f"{label}+semq"), []).append(semq)
     return sorted(groups.items(), key=_row_order)
 
 
@@ -253,13 +259,15 @@ def format_table(results: list[dict[str, Any]]) -> str:
     """Mean +- std over seeds per (dataset, protocol, model, embedding), plus tail-item NDCG@10."""
     if any(r.get("eval_protocol") == "long_tail" for r in results):
         return format_long_tail_table(results)
+    rows = _rows(results, long_tail=False)
+    width = max([14, *(len(mode) for (_, _, _, mode), _ in rows)])
     header = (
-        f"{'dataset':<16} {'protocol':<16} {'model':<9} {'embedding':<14} {'seeds':>5} "
+        f"{'dataset':<16} {'protocol':<16} {'model':<9} {'embedding':<{width}} {'seeds':>5} "
         + " ".join(f"{k:>15}" for k in [*KEYS, "tail NDCG@10"])
         + f" {'params':>9} {'seq/s':>7}  beta (per seed)"
     )
     lines = [header, "-" * len(header)]
-    for (dataset, protocol, model, mode), runs in _rows(results, long_tail=False):
+    for (dataset, protocol, model, mode), runs in rows:
         cells = []
         for k in KEYS:
             v = np.array([r["metrics"][k] for r in runs])
@@ -268,19 +276,24 @@ def format_table(results: list[dict[str, Any]]) -> str:
         cells.append(f"{tail.mean():.4f}±{tail.std():.4f}")
         sps = np.mean([r["sequences_per_second"] for r in runs])
         lines.append(
-            f"{dataset:<16} {protocol:<16} {model:<9} {mode:<14} {len(runs):>5} "
+            f"{dataset:<16} {protocol:<16} {model:<9} {mode:<{width}} {len(runs):>5} "
             + " ".join(f"{c:>15}" for c in cells)
             + f" {runs[0]['trainable_params']:>9} {sps:>7.0f}  {_betas(runs)}".rstrip()
         )
     return "\n".join(lines)
 
 
-def _row_order(item: tuple[tuple[str, str, str, str], Any]) -> tuple[int, str, int, int]:
-    """Datasets, models and embeddings in their usual order (id, llminit, alphafuse, alphafuse+semq)."""
-    dataset, protocol, model, mode = item[0]
+def _row_order(item: tuple[tuple[str, str, str, str], Any]) -> tuple[int, str, int, str, int]:
+    """Datasets, models and embeddings in their usual order (id, llminit, alphafuse, alphafuse+semq), each
+    variant's rows after the default setting's."""
+    dataset, protocol, model, label = item[0]
+    embedding, _, variant = label.partition("@")
+    variant, semq, _ = variant.partition("+semq")
+    mode = embedding + semq
     modes = [*MODES, *(f"{m}+semq" for m in MODES)]
     rank = DATASETS.index(dataset) if dataset in DATASETS else len(DATASETS)
-    return rank, protocol, MODELS.index(model), modes.index(mode) if mode in modes else len(modes)
+    order = modes.index(mode) if mode in modes else len(modes)
+    return rank, protocol, MODELS.index(model), variant, order
 
 
 def _args() -> argparse.Namespace:
@@ -297,6 +310,13 @@ def _args() -> argparse.Namespace:
     p.add_argument("--keep-runs", type=Path, default=None, help="keep run directories here")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--variant",
+        default="",
+        metavar="NAME",
+        help="name the setting that --set makes (e.g. d128): its runs are kept apart from the default "
+        "setting's in the results file and shown as <embedding>@NAME",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--report", action="store_true", help="only print the table of the results file")
     p.add_argument(
