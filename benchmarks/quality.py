@@ -122,7 +122,8 @@ def main() -> None:
                     with tempfile.TemporaryDirectory() as tmp:
                         run_dir = Path(tmp)
                         if args.keep_runs:
-                            run_dir = args.keep_runs / f"{dataset}-{model}-{mode}-s{seed}"
+                            label = f"{mode}-{args.variant}" if args.variant else mode
+                            run_dir = args.keep_runs / f"{dataset}-{model}-{label}-s{seed}"
                         m = run_experiment(config, run_dir, prepared=prepared).metrics
                     variant = {"variant": args.variant} if args.variant else {}
                     results.append(
