@@ -287,10 +287,9 @@ def format_table(results: list[dict[str, Any]]) -> str:
 def _row_order(item: tuple[tuple[str, str, str, str], Any]) -> tuple[int, str, int, str, int]:
     """Datasets, models and embeddings in their usual order (id, llminit, alphafuse, alphafuse+semq), each
     variant's rows after the default setting's."""
-    dataset, protocol, model, label = item[0]
-    embedding, _, variant = label.partition("@")
-    variant, semq, _ = variant.partition("+semq")
-    mode = embedding + semq
+    (dataset, protocol, model, label), runs = item
+    variant = runs[0].get("variant", "")
+    mode = label.replace(f"@{variant}", "") if variant else label
     modes = [*MODES, *(f"{m}+semq" for m in MODES)]
     rank = DATASETS.index(dataset) if dataset in DATASETS else len(DATASETS)
     order = modes.index(mode) if mode in modes else len(modes)

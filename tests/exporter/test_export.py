@@ -84,9 +84,8 @@ def test_parity_is_absolute_within_one_and_relative_above() -> None:
     rounding = expected + np.array([[0.0, -1.05e-5, 0.0]], dtype=np.float32)
     absolute, relative = parity_diffs(rounding, expected)
     assert absolute > MAX_PARITY_DIFF >= relative
-    wrong = expected + np.array(
-        [[2e-5, 0.0, 0.0]], dtype=np.float32
-    )  # at an entry below 1: absolute
+    # at an entry below 1 the bound is absolute
+    wrong = expected + np.array([[2e-5, 0.0, 0.0]], dtype=np.float32)
     assert parity_diffs(wrong, expected)[1] > MAX_PARITY_DIFF
 
 
