@@ -61,6 +61,8 @@ def main() -> None:
     results = load_records(args.out)
     if args.report:
         print(format_table(results))
+        print()
+        print(format_paired(results))
         plot(results, args.out.with_suffix(".png"))
         return
     if args.online:
@@ -222,6 +224,43 @@ def format_table(results: list[dict[str, Any]]) -> str:
         ]
         lines.append(
             f"{dataset:<16} {pick:<7} {label:<{width}} {len(runs):>5} "
+            + " ".join(f"{c:>15}" for c in cells)
+        )
+    return "\n".join(lines)
+
+
+def format_paired(results: list[dict[str, Any]], baseline: str = "text_knn") -> str:
+    """Cold NDCG@10 minus ``baseline``'s on the same split, per seed, for every plotted row that shares seeds.
+
+    Under ``random`` a seed is also the split seed, so both sides move with the split: the per-seed difference
+    separates the models where the +- spreads of `format_table` (which hold the split's variation too) overlap.
+    """
+    base: dict[tuple[str, str], dict[int, float]] = {}
+    rows: dict[tuple[str, str, str], dict[int, float]] = {}
+    for r in results:
+        split = (r["dataset"], r["cold_items"])
+        if r["model"] == baseline:
+            base.setdefault(split, {})[r["seed"]] = r["metrics"]["cold"]["NDCG@10"]
+            continue
+        for label, figures in _plotted(r):
+            rows.setdefault((*split, label), {})[r["seed"]] = figures["cold"]["NDCG@10"]
+    width = max([24, *(len(label) for _, _, label in rows)])
+    header = f"{'dataset':<16} {'pick':<7} {'model':<{width}} {'pairs':>5} " + " ".join(
+        f"{c:>15}" for c in [f"- {baseline}", "min", "max"]
+    )
+    lines = [f"cold NDCG@10 minus {baseline}'s, paired by seed", header, "-" * len(header)]
+    for (dataset, pick, label), by_seed in sorted(rows.items(), key=lambda row: row[0][:2]):
+        ref = base.get((dataset, pick), {})
+        diffs = np.array([v - ref[s] for s, v in sorted(by_seed.items()) if s in ref])
+        if not len(diffs):
+            continue
+        cells = [
+            f"{diffs.mean():+.4f}±{diffs.std():.4f}",
+            f"{diffs.min():+.4f}",
+            f"{diffs.max():+.4f}",
+        ]
+        lines.append(
+            f"{dataset:<16} {pick:<7} {label:<{width}} {len(diffs):>5} "
             + " ".join(f"{c:>15}" for c in cells)
         )
     return "\n".join(lines)
