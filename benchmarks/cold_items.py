@@ -1,4 +1,5 @@
-"""Cold-start items, measured (issue 7): SASRec x {id, llminit, alphafuse} + popularity + text kNN, cold vs warm.
+"""Cold-start items, measured (issue 7): SASRec x {id, llminit, alphafuse} + popularity + text kNN (raw and centred),
+cold vs warm.
 
     .venv/bin/python benchmarks/cold_items.py                                  # every dataset, 3 seeds
     .venv/bin/python benchmarks/cold_items.py --datasets ml-100k:newest --seeds 0 1 2
@@ -27,8 +28,8 @@ import numpy as np
 import torch
 from results_io import load_records, save_json
 
-from training.cold_baselines import popularity_scorer, text_knn_scorer
-from training.cold_items import ColdItemSplit, evaluate_cold_items
+from training.cold_baselines import BASELINES, popularity_scorer, text_knn_scorer
+from training.cold_items import ColdItemSplit, evaluate_cold_items, warm_rows
 from training.config import ExperimentConfig, load_config
 from training.train import Prepared, prepare, run_experiment
 
@@ -43,7 +44,7 @@ DATASETS = [
     "yelp:random",
     "ml-100k:random",
 ]
-MODELS = ["popularity", "text_knn", "id", "llminit", "alphafuse"]
+MODELS = ["popularity", "text_knn", "text_knn_centred", "id", "llminit", "alphafuse"]
 # compute is scarce (2 shared CPU cores): capped epochs, L=20; stated in every record
 SETTINGS = ["train.max_epochs=6", "train.patience=3", "data.max_len=20", "train.threads=1"]
 KEYS = ["HR@10", "NDCG@10", "HR@20", "NDCG@20"]
@@ -61,8 +62,9 @@ def main() -> None:
     results = load_records(args.out)
     if args.report:
         print(format_table(results))
-        print()
-        print(format_paired(results))
+        for baseline in ("text_knn", "text_knn_centred"):
+            print()
+            print(format_paired(results, baseline))
         plot(results, args.out.with_suffix(".png"))
         return
     if args.online:
@@ -118,10 +120,13 @@ def _measure(config: ExperimentConfig, prepared: Prepared, model: str) -> dict[s
     assert isinstance(split, ColdItemSplit)
     if model == "popularity":
         return evaluate_cold_items(popularity_scorer(split), split, config.eval.batch_size)
-    if model == "text_knn":
+    if model in ("text_knn", "text_knn_centred"):
         assert prepared.text_embeddings is not None
+        centre_on = warm_rows(split) if model == "text_knn_centred" else None
         return evaluate_cold_items(
-            text_knn_scorer(prepared.text_embeddings), split, config.eval.batch_size
+            text_knn_scorer(prepared.text_embeddings, centre_on=centre_on),
+            split,
+            config.eval.batch_size,
         )
     with tempfile.TemporaryDirectory() as tmp:
         metrics = run_experiment(config, Path(tmp), prepared=prepared).metrics
@@ -241,6 +246,7 @@ def format_paired(results: list[dict[str, Any]], baseline: str = "text_knn") -> 
         split = (r["dataset"], r["cold_items"])
         if r["model"] == baseline:
             base.setdefault(split, {})[r["seed"]] = r["metrics"]["cold"]["NDCG@10"]
+        if r["model"] in BASELINES:
             continue
         for label, figures in _plotted(r):
             rows.setdefault((*split, label), {})[r["seed"]] = figures["cold"]["NDCG@10"]

@@ -269,6 +269,28 @@ def test_metrics_popularity_and_text_knn(prepared: Prepared) -> None:
     assert boosted["cold"]["HR@20"] > pop["cold"]["HR@20"]
 
 
+def test_centred_text_knn_ignores_a_shared_component(prepared: Prepared) -> None:
+    split = _split(prepared)
+    text = prepared.text_embeddings
+    assert text is not None
+    rows = cold.warm_rows(split)
+    assert rows is not None
+    histories = split.cold_test.histories[:16]
+    shifted = text + 3.0 * np.abs(text).max()  # every text gains the same large component
+    centred = text_knn_scorer(text, centre_on=rows)(histories)
+    torch.testing.assert_close(
+        text_knn_scorer(shifted, centre_on=rows)(histories), centred, rtol=1e-4, atol=1e-4
+    )
+    raw = text_knn_scorer(shifted)(histories)  # the raw cosine is swamped by it
+
+    def spread(scores: torch.Tensor) -> torch.Tensor:  # per user
+        return scores.max(1).values - scores.min(1).values
+
+    assert (spread(raw) < 0.1 * spread(centred)).all()
+    with pytest.raises(ValueError, match="no rows"):
+        text_knn_scorer(text, centre_on=rows[:0])
+
+
 def _check_id_regression(
     trained: Recommender,
     split: cold.ColdItemSplit,
