@@ -42,7 +42,7 @@ from core.artifact import (
     write_manifest,
 )
 from exporter.index import IndexKind, build_index
-from exporter.onnx_encoder import UserEncoder, encoder_outputs, export_user_encoder
+from exporter.onnx_encoder import UserEncoder, encoder_outputs, export_user_encoder, parity_diffs
 from exporter.text_encoder import export_text_encoder
 from training.checkpoint import BASIS_FILE, CONFIG_FILE, LoadedRun, load_run
 from training.cold_items import HELD_OUT_FILE
@@ -50,7 +50,7 @@ from training.embeddings import alphafuse_with_null_space
 from training.models.dreamrec import DreamRecEncoder
 from training.semantic_query import SemanticQueryEncoder
 
-__all__ = ["MAX_PARITY_DIFF", "export_run", "parity_diffs"]
+__all__ = ["MAX_PARITY_DIFF", "export_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -263,12 +263,6 @@ def _check_encoder(
             f"above 1; {parity:.3g} absolute) on real histories"
         )
     return float(parity), outputs[0][1]
-
-
-def parity_diffs(got: NDArray[np.float32], expected: NDArray[np.float32]) -> tuple[float, float]:
-    """(largest |got - expected|, largest |got - expected| / max(1, |expected|)) over all entries."""
-    diff = np.abs(got - expected)
-    return float(diff.max()), float((diff / np.maximum(1.0, np.abs(expected))).max())
 
 
 def _histories(

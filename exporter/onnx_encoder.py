@@ -38,6 +38,7 @@ __all__ = [
     "export_user_encoder",
     "ignore_export_warnings",
     "ort_session",
+    "parity_diffs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -121,8 +122,13 @@ def encoder_parity(
     mask: NDArray[np.bool_],
 ) -> float:
     """Max absolute difference between the ONNX graph and ``model.encode`` on one batch (``encoder_outputs``)."""
-    got, expected = encoder_outputs(model, onnx_path, item_emb, mask)
-    return float(np.abs(got - expected).max())
+    return parity_diffs(*encoder_outputs(model, onnx_path, item_emb, mask))[0]
+
+
+def parity_diffs(got: NDArray[np.float32], expected: NDArray[np.float32]) -> tuple[float, float]:
+    """(largest |got - expected|, largest |got - expected| / max(1, |expected|)) over all entries."""
+    diff = np.abs(got - expected)
+    return float(diff.max()), float((diff / np.maximum(1.0, np.abs(expected))).max())
 
 
 def encoder_outputs(

@@ -15,8 +15,8 @@ import torch
 
 from core.artifact import ArtifactError, open_artifact, resolve_artifact
 from exporter.cli import add_export_command
-from exporter.export import MAX_PARITY_DIFF, export_run, parity_diffs
-from exporter.onnx_encoder import ort_session
+from exporter.export import MAX_PARITY_DIFF, export_run
+from exporter.onnx_encoder import ort_session, parity_diffs
 from training.checkpoint import load_run
 
 
