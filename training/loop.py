@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from training import cold_items as cold
 from training.config import ExperimentConfig
 from training.data.dataset import Split
-from training.files import atomic_write, write_json
+from core.files import atomic_write, write_json
 from training.long_tail import SampledEvaluator, sampled_evaluator
 from training.recommender import Recommender, sample_negatives
 from training.run_metrics import full_metrics

@@ -39,7 +39,7 @@ from training.data.filters import kcore_filter, truncate_sequences
 from training.data.readers import load_dataset
 from training.data.splits import cold_start_users, leave_one_out
 from training.embeddings import build_item_embedding
-from training.files import atomic_write, write_json
+from core.files import atomic_write, write_json
 from training.llmesr_setup import build_llmesr_model
 from training.loop import TrainLoop
 from training.models.dreamrec import DreamRec, DreamRecEncoder, dreamrec_config

@@ -1,4 +1,4 @@
-"""Run-directory files written so that a crash never leaves a half-written one: temp name in the same folder, rename."""
+"""Files written so that a crash never leaves a half-written one: temp name in the same folder, then rename."""
 
 from __future__ import annotations
 
