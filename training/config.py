@@ -156,8 +156,15 @@ class DiffusionConfig(_Section):
 class TrainConfig(_Section):
     loss: Literal["infonce", "bce", "ce"] = "infonce"
     num_negatives: int = Field(64, ge=1)
-    negatives: Literal["shared", "per_example"] = Field(
-        "shared", description="one negative set per batch, or one per example (the reference code)"
+    negatives: Literal["shared", "per_example", "pooled"] = Field(
+        "shared",
+        description="one negative set per batch; one per example (the reference code); or one per example "
+        "drawn from a pool of train.negative_pool items per batch",
+    )
+    negative_pool: int = Field(
+        1024,
+        ge=2,
+        description="pooled: items drawn per batch that the examples' negatives come from",
     )
     temperature: float = Field(0.07, gt=0)
     lr: float = Field(1e-3, gt=0)

@@ -11,12 +11,12 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from core.files import atomic_write, write_json
 from training import cold_items as cold
 from training.config import ExperimentConfig
 from training.data.dataset import Split
-from core.files import atomic_write, write_json
 from training.long_tail import SampledEvaluator, sampled_evaluator
-from training.recommender import Recommender, sample_negatives
+from training.recommender import Recommender, pooled_negatives, sample_negatives
 from training.run_metrics import full_metrics
 
 __all__ = ["TrainLoop", "cpu_state"]
@@ -133,6 +133,10 @@ class TrainLoop:
         t, n = self.config.train, self.split.num_items
         if t.loss == "ce":
             return None
+        if t.negatives == "pooled":
+            return pooled_negatives(
+                targets, n, t.num_negatives, t.negative_pool, self.generator, pool=self.pool
+            )
         if t.negatives == "shared" and self.pool is None:
             return torch.randint(0, n, (t.num_negatives,), generator=self.generator)
         if t.negatives == "shared":

@@ -23,7 +23,13 @@ from training.embeddings import ItemEmbedding
 from training.models.dreamrec import DreamRec
 from training.models.sasrec import SASRec
 
-__all__ = ["LossConfig", "Recommender", "SequentialRecommender", "sample_negatives"]
+__all__ = [
+    "LossConfig",
+    "Recommender",
+    "SequentialRecommender",
+    "pooled_negatives",
+    "sample_negatives",
+]
 
 LossName = Literal["infonce", "bce", "ce"]
 
@@ -69,6 +75,31 @@ def sample_negatives(
         neg[clash] = draw((int(clash.sum()),))
         clash = neg == targets[:, None]
     return neg
+
+
+def pooled_negatives(
+    targets: torch.Tensor,
+    num_items: int,
+    k: int,
+    pool_size: int,
+    generator: torch.Generator | None = None,
+    pool: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(B,) targets -> (B, k) negatives per example, all drawn from one pool of ``pool_size`` items per batch.
+
+    The batch's pool is drawn uniformly (with replacement) from [0, N), or from ``pool`` under the ``cold_items``
+    protocol; each example then draws its own k negatives uniformly from the batch's pool, so each example's
+    negatives are uniform over the items, as ``sample_negatives``'s are, while the batch touches at most
+    ``pool_size`` item rows. ``SequentialRecommender.loss`` embeds those rows once and gathers the (B, k) logits
+    from one (B, pool_size) product. A negative equal to its row's target is masked in the loss, not redrawn.
+    """
+    if pool is not None and len(pool) < 2:
+        raise ValueError(f"a negative pool needs at least 2 items, got {len(pool)}")
+    if pool is None:
+        batch_pool = torch.randint(0, num_items, (pool_size,), generator=generator)
+    else:
+        batch_pool = pool[torch.randint(0, len(pool), (pool_size,), generator=generator)]
+    return batch_pool[torch.randint(0, pool_size, (targets.shape[0], k), generator=generator)]
 
 
 class SequentialRecommender(nn.Module):
@@ -136,20 +167,13 @@ class SequentialRecommender(nn.Module):
         if negatives is None:
             raise ValueError(f"loss {cfg.name} needs sampled negatives")
         pos = self.items(targets)  # (B, d)
-        neg = self.items(negatives)  # (B, K, d) per-example, or (K, d) shared by the batch
         if cfg.name == "infonce":
-            user, pos, neg = (F.normalize(x, dim=-1) for x in (user, pos, neg))
+            user, pos = F.normalize(user, dim=-1), F.normalize(pos, dim=-1)
         pos_logit = (user * pos).sum(-1, keepdim=True)  # (B, 1)
-        neg_logits = (
-            torch.einsum("bd,bkd->bk", user, neg) if neg.dim() == 3 else user @ neg.T
-        )  # (B, K)
-        if (
-            neg.dim() == 2
-        ):  # a shared negative that is a row's own target is no negative for that row
-            clash = negatives[None, :] == targets[:, None]  # (B, K)
-            neg_logits = neg_logits.masked_fill(
-                clash, -torch.inf if cfg.name == "infonce" else -1e4
-            )
+        neg_logits = self._negative_logits(user, negatives, normalize=cfg.name == "infonce")
+        # a negative that is its row's own target is no negative for that row
+        clash = (negatives if negatives.dim() == 2 else negatives[None, :]) == targets[:, None]
+        neg_logits = neg_logits.masked_fill(clash, -torch.inf if cfg.name == "infonce" else -1e4)
         if cfg.name == "infonce":
             logits = torch.cat([pos_logit, neg_logits], dim=1) / cfg.temperature  # (B, 1+K)
             zeros = torch.zeros(len(targets), dtype=torch.long, device=targets.device)
@@ -157,6 +181,26 @@ class SequentialRecommender(nn.Module):
         pos_loss = F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit))
         neg_loss = F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits))
         return pos_loss + neg_loss
+
+    def _negative_logits(
+        self, user: torch.Tensor, negatives: torch.Tensor, *, normalize: bool
+    ) -> torch.Tensor:
+        """(B, d) user vectors and (K,) shared or (B, K) per-example negatives -> (B, K) logits.
+
+        Per-example negatives that repeat a few distinct items (``pooled_negatives``) are embedded once each and
+        their logits gathered from one (B, U) product; otherwise each (B, K) row is embedded on its own.
+        """
+
+        def embed(ids: torch.Tensor) -> torch.Tensor:
+            rows = self.items(ids)
+            return F.normalize(rows, dim=-1) if normalize else rows
+
+        if negatives.dim() == 1:
+            return user @ embed(negatives).T  # (B, K)
+        distinct, inverse = torch.unique(negatives, return_inverse=True)
+        if 4 * len(distinct) <= negatives.numel():
+            return (user @ embed(distinct).T).gather(1, inverse)  # (B, U) -> (B, K)
+        return torch.einsum("bd,bkd->bk", user, embed(negatives))
 
 
 Recommender = SequentialRecommender | DreamRec

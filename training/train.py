@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from safetensors.torch import load_file
 
 from core.alphafuse import SemanticBasis, fit_semantic_basis, load_basis, save_basis
+from core.files import atomic_write, write_json
 from training import cold_items as cold
 from training.config import ExperimentConfig
 from training.data.dataset import SequenceDataset, Split, format_stats
@@ -39,7 +40,6 @@ from training.data.filters import kcore_filter, truncate_sequences
 from training.data.readers import load_dataset
 from training.data.splits import cold_start_users, leave_one_out
 from training.embeddings import build_item_embedding
-from core.files import atomic_write, write_json
 from training.llmesr_setup import build_llmesr_model
 from training.loop import TrainLoop
 from training.models.dreamrec import DreamRec, DreamRecEncoder, dreamrec_config
