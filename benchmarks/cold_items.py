@@ -10,9 +10,10 @@ A dataset is ``<name>:<random|newest>`` (the ``cold_items`` pick). Seed s sets b
 items are cold, for ``random``) and ``train.seed``. Each finished run is appended to
 benchmarks/results/cold_items.json at once (one JSON object per run: ``dataset``, ``cold_items``, ``model``,
 ``embedding``, ``seed``, ``metrics`` {``cold``, ``warm``}, ``surface_rate``, plus the diagnostics of
-``training.cold_items.evaluate_cold_items`` and the settings); runs already there are skipped, so an interrupted
-benchmark continues where it stopped. ``--online`` trains (or reuses) the AlphaFuse run, replays its cold test cases
-through the served artifact (``exporter.cold_replay``) and writes benchmarks/results/cold_items_online.json.
+``training.protocols.cold_items.evaluate_cold_items`` and the settings); runs already there are
+skipped, so an interrupted benchmark continues where it stopped. ``--online`` trains (or reuses) the AlphaFuse
+run, replays its cold test cases through the served artifact (``exporter.cold_replay``) and writes
+benchmarks/results/cold_items_online.json.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ import numpy as np
 import torch
 from results_io import load_records, save_json
 
-from training.cold_baselines import BASELINES, popularity_scorer, text_knn_scorer
-from training.cold_items import ColdItemSplit, evaluate_cold_items, warm_rows
 from training.config import ExperimentConfig, load_config
-from training.train import Prepared, prepare, run_experiment
+from training.experiment import Prepared, prepare, run_experiment
+from training.protocols.cold_items import ColdItemSplit, evaluate_cold_items, warm_rows
+from training.protocols.cold_items.baselines import BASELINES, popularity_scorer, text_knn_scorer
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "training" / "configs"

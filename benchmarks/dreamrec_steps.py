@@ -27,11 +27,11 @@ from numpy.typing import NDArray
 from results_io import save_json
 
 from exporter.onnx_encoder import encoder_parity, export_user_encoder, ort_session
-from training import evaluate as ev
-from training.checkpoint import load_run
+from training.evaluation import evaluate as ev
+from training.experiment import prepare
 from training.models.dreamrec import DreamRec
-from training.recommender import table_scorer
-from training.train import prepare
+from training.models.recommender import table_scorer
+from training.run.checkpoint import load_run
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "dreamrec_steps.json"

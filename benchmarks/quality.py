@@ -25,7 +25,7 @@ Each finished run is appended to benchmarks/results/quality.json at once (one JS
 already in the file are skipped, so an interrupted benchmark continues where it stopped. The table at the end
 gives mean +- std over seeds of the test metrics (full ranking, the protocol's history masking). AlphaFuse runs
 also record ``semantic_query`` (the model ranked with its semantic query, beta chosen on validation;
-`training.run_metrics.semantic_query_metrics`), shown as an ``alphafuse+semq`` row with the chosen betas.
+`training.evaluation.run_metrics.semantic_query_metrics`), shown as an ``alphafuse+semq`` row with the chosen betas.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import numpy as np
 from results_io import load_records, save_json
 
 from training.config import load_config
-from training.train import prepare, run_experiment
+from training.experiment import prepare, run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "training" / "configs"

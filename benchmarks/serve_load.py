@@ -168,7 +168,7 @@ def _train(args: argparse.Namespace) -> Path:
     if (run_dir / "metrics.json").exists():
         return run_dir
     from training.config import load_config
-    from training.train import run_experiment
+    from training.experiment import run_experiment
 
     config = load_config(args.config, [f"train.max_epochs={args.epochs}", *args.overrides])
     run_experiment(config, run_dir)

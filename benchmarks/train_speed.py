@@ -20,7 +20,7 @@ import torch
 from results_io import save_json
 
 from training.config import load_config
-from training.train import measure_throughput, prepare
+from training.experiment import measure_throughput, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "training" / "configs" / "amazon14-beauty-coldstart.toml"

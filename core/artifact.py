@@ -70,7 +70,7 @@ class Dims(_Frozen):
 
 class SemanticQuerySpec(_Frozen):
     """The content term folded into the encoder graph: ``q = u + beta * s * [m_s ; 0]``, ``m_s`` the mean of the
-    first ``semantic_dim`` coordinates of the last ``last_n`` history rows (``training.semantic_query``)."""
+    first ``semantic_dim`` coordinates of the last ``last_n`` history rows (``training.items.semantic_query``)."""
 
     beta: float = Field(gt=0)
     last_n: int = Field(gt=0)

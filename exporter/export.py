@@ -44,11 +44,11 @@ from core.artifact import (
 from exporter.index import IndexKind, build_index
 from exporter.onnx_encoder import UserEncoder, encoder_outputs, export_user_encoder, parity_diffs
 from exporter.text_encoder import export_text_encoder
-from training.checkpoint import BASIS_FILE, CONFIG_FILE, LoadedRun, load_run
-from training.cold_items import HELD_OUT_FILE
-from training.embeddings import alphafuse_with_null_space
+from training.items.embeddings import alphafuse_with_null_space
+from training.items.semantic_query import SemanticQueryEncoder
 from training.models.dreamrec import DreamRecEncoder
-from training.semantic_query import SemanticQueryEncoder
+from training.protocols.cold_items import HELD_OUT_FILE
+from training.run.checkpoint import BASIS_FILE, CONFIG_FILE, LoadedRun, load_run
 
 __all__ = ["MAX_PARITY_DIFF", "export_run"]
 
@@ -74,14 +74,14 @@ def export_run(
     """Export ``run_dir`` as ``out_root/<version>`` and return that path.
 
     Args:
-        run_dir: a finished training run (``training.train.run_experiment``).
+        run_dir: a finished training run (``training.experiment.run_experiment``).
         out_root: the artifact root (created if needed); it also holds ``CURRENT``.
         index_kind: ``auto`` (exact below ``exact_threshold`` items, else ``pq``; see ``exporter.index``),
             ``flat``, ``pq``, ``hnsw`` or ``ivf``.
         exact_threshold: catalogue size from which ``auto`` builds an approximate index.
         version: the version name; default ``YYYYMMDDTHHMMSSZ-<first 8 hex of items.npy's sha256>``.
         make_current: point ``out_root/CURRENT`` at the new version.
-        semantic_query_beta: > 0 folds the semantic query (``training.semantic_query``) with this ``beta`` into
+        semantic_query_beta: > 0 folds the semantic query (``training.items.semantic_query``) with this ``beta`` into
             the user encoder graph (AlphaFuse only): every user vector gains a content term from the language
             coordinates of the last history items, which lifts items added from their text.
         ddim_steps: DreamRec only: unroll the guided DDIM sampler with this many denoiser calls instead of the

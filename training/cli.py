@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from training.config import ExperimentConfig, load_config
 
 if TYPE_CHECKING:
-    from training.train import Prepared
+    from training.experiment import Prepared
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def add_training_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
 def _data(args: argparse.Namespace) -> int:
     from training.data.dataset import format_stats
-    from training.train import prepare
+    from training.experiment import prepare
 
     config = load_config(args.config, args.overrides)
     prepared = prepare(config, with_text=False)
@@ -69,7 +69,7 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from training.train import run_experiment
+    from training.experiment import run_experiment
 
     config = load_config(args.config, args.overrides)
     run_dir = args.run_dir or Path("runs") / _run_name(config)
@@ -80,7 +80,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from training.train import evaluate_run
+    from training.experiment import evaluate_run
 
     metrics = evaluate_run(args.run_dir)
     _print_summary({args.run_dir.name: metrics})
@@ -92,7 +92,7 @@ def train_quickstart(
 ) -> tuple[dict[str, Path], Prepared]:
     """Fetch ml-100k, train each mode for a few epochs, print the results table; return the run dirs."""
     from training.data.quickstart import ensure_ml100k
-    from training.train import prepare, run_experiment
+    from training.experiment import prepare, run_experiment
 
     folder = ensure_ml100k()
     overrides = [
@@ -117,7 +117,7 @@ def _run_name(config: ExperimentConfig) -> str:
 
 
 def _print_summary(results: dict[str, dict[str, object]]) -> None:
-    from training.groups import format_metrics_table
+    from training.evaluation.groups import format_metrics_table
 
     rows = {}
     for name, metrics in results.items():

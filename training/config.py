@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from training.data.readers import DataSource
-from training.text_embeddings import TextEmbeddingConfig
+from training.items.text_embeddings import TextEmbeddingConfig
 
 __all__ = ["ExperimentConfig", "load_config", "parse_override"]
 

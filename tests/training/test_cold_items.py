@@ -12,17 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from core.alphafuse import SemanticBasis, cold_start
-from training import cold_items as cold
-from training import cold_remedies as remedies
-from training import evaluate as ev
-from training.cold_baselines import popularity_scorer, text_knn_scorer
 from training.config import ExperimentConfig, load_config
 from training.data.readers import DataSource
-from training.embeddings import AlphaFuseEmbedding, IDEmbedding
-from training.models.sasrec import SASRec, SASRecConfig
-from training.recommender import LossConfig, Recommender, SequentialRecommender, sample_negatives
-from training.semantic_query import semantic_query_scorer, semantic_query_vectors
-from training.train import (
+from training.evaluation import evaluate as ev
+from training.experiment import (
     Prepared,
     _seed_everything,
     build_model,
@@ -30,6 +23,18 @@ from training.train import (
     prepare,
     run_experiment,
 )
+from training.items.embeddings import AlphaFuseEmbedding, IDEmbedding
+from training.items.semantic_query import semantic_query_scorer, semantic_query_vectors
+from training.models.recommender import (
+    LossConfig,
+    Recommender,
+    SequentialRecommender,
+    sample_negatives,
+)
+from training.models.sasrec import SASRec, SASRecConfig
+from training.protocols import cold_items as cold
+from training.protocols.cold_items import remedies as remedies
+from training.protocols.cold_items.baselines import popularity_scorer, text_knn_scorer
 
 CONFIG = Path(__file__).resolve().parents[2] / "training" / "configs" / "ml-100k.toml"
 TINY = [

@@ -1,4 +1,4 @@
-"""Tests of training/evaluate.py: ranks, metrics, history masks, the full-ranking protocol.
+"""Tests of training/evaluation/evaluate.py: ranks, metrics, history masks, the full-ranking protocol.
 
 Also holds the case builders the sampled-protocol and group tests share (``make_examples``,
 ``leave_one_out_test``).
@@ -15,7 +15,7 @@ import torch
 from numpy.typing import NDArray
 
 from training.data.dataset import Examples, SequenceDataset, offsets_from_lengths
-from training.evaluate import (
+from training.evaluation.evaluate import (
     KS,
     evaluate_full,
     history_mask,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.embeddings import IDEmbedding
+from training.items.embeddings import IDEmbedding
+from training.models.recommender import LossConfig, SequentialRecommender, sample_negatives
 from training.models.sasrec import SASRec, SASRecConfig
-from training.recommender import LossConfig, SequentialRecommender, sample_negatives
 
 
 def _model(loss: str, n: int = 30) -> SequentialRecommender:

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import nn
 
-from training import diffusion as dif
-from training.embeddings import ItemEmbedding
+from training.items.embeddings import ItemEmbedding
+from training.models import diffusion as dif
 from training.models.sasrec import SASRec, SASRecConfig
 
 if TYPE_CHECKING:

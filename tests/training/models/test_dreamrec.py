@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from core.alphafuse import fit_semantic_basis
-from training import diffusion as dif
 from training.config import load_config
-from training.embeddings import AlphaFuseEmbedding, build_item_embedding
+from training.experiment import prepare
+from training.items.embeddings import AlphaFuseEmbedding, build_item_embedding
+from training.models import diffusion as dif
 from training.models.dreamrec import (
     DiffusionSettings,
     DreamRec,
@@ -20,7 +21,6 @@ from training.models.dreamrec import (
     dreamrec_config,
 )
 from training.models.sasrec import SASRecConfig
-from training.train import prepare
 
 CONFIGS = Path(__file__).resolve().parents[3] / "training" / "configs"
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from training.embeddings import ItemEmbedding
+from training.items.embeddings import ItemEmbedding
 from training.models.dreamrec import DreamRec
 from training.models.sasrec import SASRec
 

@@ -8,20 +8,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from training import cold_items as cold
-from training import cold_remedies
-from training import evaluate as ev
-from training.cold_baselines import TEXT_KNN_LAST
 from training.config import ExperimentConfig
 from training.data.dataset import BoolArray, Examples, Split
-from training.embeddings import has_null_space
-from training.groups import group_masks, metrics_by_group
-from training.long_tail import PARTS, Part, long_tail_groups, long_tail_metrics, sampled_evaluator
-from training.recommender import Recommender, table_scorer
-from training.semantic_query import semantic_query_scorer, semantic_query_vectors
+from training.evaluation import evaluate as ev
+from training.evaluation.groups import group_masks, metrics_by_group
+from training.items.embeddings import has_null_space
+from training.items.semantic_query import semantic_query_scorer, semantic_query_vectors
+from training.models.recommender import Recommender, table_scorer
+from training.protocols import cold_items as cold
+from training.protocols.cold_items import remedies as cold_remedies
+from training.protocols.cold_items.baselines import TEXT_KNN_LAST
+from training.protocols.long_tail import (
+    PARTS,
+    Part,
+    long_tail_groups,
+    long_tail_metrics,
+    sampled_evaluator,
+)
 
 if TYPE_CHECKING:
-    from training.train import Prepared
+    from training.experiment import Prepared
 
 __all__ = ["full_metrics", "semantic_query_metrics", "test_metrics"]
 
@@ -57,7 +63,7 @@ def semantic_query_metrics(
     plain_test: ev.EvalResult,
     ks: Sequence[int] = ev.KS,
 ) -> dict[str, Any]:
-    """AlphaFuse served with its semantic query (`training.semantic_query`): ``beta`` chosen on the validation
+    """AlphaFuse served with its semantic query (`training.items.semantic_query`): ``beta`` chosen on the validation
     cases by ``train.select_metric`` among 0 and ``eval.semantic_query_betas`` (ties: the smaller), then the test
     cases ranked once at that ``beta``, with the head/tail groups at ``ks``.
 

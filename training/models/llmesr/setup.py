@@ -22,9 +22,9 @@ from numpy.typing import NDArray
 
 from training.config import ExperimentConfig
 from training.data.dataset import Examples, SequenceDataset, Split
-from training.models.llmesr import LLMESR, LLMESRConfig, build_llmesr
-from training.recommender import LossConfig
-from training.text_embeddings import embed_item_texts
+from training.items.text_embeddings import embed_item_texts
+from training.models.llmesr.model import LLMESR, LLMESRConfig, build_llmesr
+from training.models.recommender import LossConfig
 
 __all__ = [
     "build_llmesr_model",

@@ -2,7 +2,8 @@
 (on the raw text embeddings, and centred on the trained items' mean text embedding).
 
 Both return a full-ranking score function ``(B, L) left-padded histories -> (B, N) scores`` that
-``training.cold_items.evaluate_cold_items`` (or ``training.evaluate.evaluate_full``) ranks like a model's.
+``training.protocols.cold_items.evaluate_cold_items`` (or ``training.evaluation.evaluate.evaluate_full``) ranks
+like a model's.
 """
 
 from __future__ import annotations

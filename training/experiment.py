@@ -32,22 +32,22 @@ from numpy.typing import NDArray
 from safetensors.torch import load_file
 
 from core.alphafuse import SemanticBasis, fit_semantic_basis, load_basis, save_basis
-from training import cold_items as cold
+from core.files import atomic_write, write_json
 from training.config import ExperimentConfig
 from training.data.dataset import SequenceDataset, Split, format_stats
 from training.data.filters import kcore_filter, truncate_sequences
 from training.data.readers import load_dataset
 from training.data.splits import cold_start_users, leave_one_out
-from training.embeddings import build_item_embedding
-from core.files import atomic_write, write_json
-from training.llmesr_setup import build_llmesr_model
-from training.loop import TrainLoop
+from training.evaluation.plots import plot_group_metrics, plot_validation_curve
+from training.evaluation.run_metrics import test_metrics
+from training.items.embeddings import build_item_embedding
+from training.items.text_embeddings import embed_item_texts
 from training.models.dreamrec import DreamRec, DreamRecEncoder, dreamrec_config
+from training.models.llmesr.setup import build_llmesr_model
+from training.models.recommender import LossConfig, Recommender, SequentialRecommender
 from training.models.sasrec import SASRec, SASRecConfig
-from training.plots import plot_group_metrics, plot_validation_curve
-from training.recommender import LossConfig, Recommender, SequentialRecommender
-from training.run_metrics import test_metrics
-from training.text_embeddings import embed_item_texts
+from training.protocols import cold_items as cold
+from training.run.loop import TrainLoop
 
 __all__ = [
     "Prepared",
@@ -132,7 +132,9 @@ def fit_basis(config: ExperimentConfig, prepared: Prepared) -> SemanticBasis:
 def build_model(
     config: ExperimentConfig, prepared: Prepared, basis: SemanticBasis | None
 ) -> Recommender:
-    if config.model.name == "llmesr":  # its own item views and encoder: training/llmesr_setup.py
+    if (
+        config.model.name == "llmesr"
+    ):  # its own item views and encoder: training/models/llmesr/setup.py
         split = prepared.split
         return build_llmesr_model(config, prepared.text_embeddings, split.max_len, split)
     emb, split = config.embedding, prepared.split

@@ -23,10 +23,10 @@ from numpy.typing import NDArray
 
 from training.config import EvalConfig, ExperimentConfig
 from training.data.dataset import BoolArray, Examples, SequenceDataset, Split
-from training.evaluate import EvalResult, IntArray, PairedEvalResult
-from training.groups import group_masks, metrics_by_group, pareto_thresholds
-from training.recommender import Recommender
-from training.sampled import evaluate_sampled, sample_candidates
+from training.evaluation.evaluate import EvalResult, IntArray, PairedEvalResult
+from training.evaluation.groups import group_masks, metrics_by_group, pareto_thresholds
+from training.evaluation.sampled import evaluate_sampled, sample_candidates
+from training.models.recommender import Recommender
 
 __all__ = [
     "LLMESR_THRESHOLDS",

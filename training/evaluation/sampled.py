@@ -3,7 +3,7 @@
 Each case's target is ranked against a fixed, seeded set of (by default 100) negatives the user has
 not interacted with (:func:`sample_candidates`, :func:`evaluate_sampled`). The original redraws
 them on every pass; here they are drawn once so runs are comparable. Ranks and metrics follow
-:mod:`training.evaluate` (0-based, ties in the target's favour).
+:mod:`training.evaluation.evaluate` (0-based, ties in the target's favour).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from numpy.typing import NDArray
 
 from training.data.dataset import Examples, SequenceDataset
-from training.evaluate import (
+from training.evaluation.evaluate import (
     EvalResult,
     IntArray,
     _csr_pairs,

@@ -11,13 +11,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from training import cold_items as cold
+from core.files import atomic_write, write_json
 from training.config import ExperimentConfig
 from training.data.dataset import Split
-from core.files import atomic_write, write_json
-from training.long_tail import SampledEvaluator, sampled_evaluator
-from training.recommender import Recommender, sample_negatives
-from training.run_metrics import full_metrics
+from training.evaluation.run_metrics import full_metrics
+from training.models.recommender import Recommender, sample_negatives
+from training.protocols import cold_items as cold
+from training.protocols.long_tail import SampledEvaluator, sampled_evaluator
 
 __all__ = ["TrainLoop", "cpu_state"]
 

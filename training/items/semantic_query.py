@@ -12,7 +12,7 @@ its unchanged row, ``q . e = u . e + beta * s * (m_s . lang_s(e))``, so the same
 is the model itself. It needs nothing but the encoder's own inputs (the history rows and their mask), so the
 exporter folds it into the ONNX user encoder (`SemanticQueryEncoder`) and the service runs it unchanged.
 Offline, `semantic_query_scorer` ranks with it: after training, ``beta`` is chosen on validation
-(`training.run_metrics.semantic_query_metrics`) and the cold-item remedies report every ``beta``.
+(`training.evaluation.run_metrics.semantic_query_metrics`) and the cold-item remedies report every ``beta``.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from training.cold_baselines import TEXT_KNN_LAST
-from training.embeddings import alphafuse_with_null_space
-from training.evaluate import FullScoreFn
+from training.evaluation.evaluate import FullScoreFn
+from training.items.embeddings import alphafuse_with_null_space
 from training.models.dreamrec import DreamRecConfig, DreamRecEncoder
+from training.models.recommender import Recommender
 from training.models.sasrec import SASRec, SASRecConfig
-from training.recommender import Recommender
+from training.protocols.cold_items.baselines import TEXT_KNN_LAST
 
 __all__ = [
     "SemanticQueryEncoder",

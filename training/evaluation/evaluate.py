@@ -7,10 +7,10 @@ The shared core of every protocol lives here: target ranks, the metrics computed
 - **Full ranking** (AlphaFuse cold-start users, this module): the target is ranked against all N
   items, with or without the user's earlier items excluded (history masking); :func:`evaluate_full`
   can derive both rankings from one scoring pass.
-- **Sampled** (LLM-ESR long tail, :mod:`training.sampled`): the target is ranked against a fixed,
+- **Sampled** (LLM-ESR long tail, :mod:`training.evaluation.sampled`): the target is ranked against a fixed,
   seeded set of 100 negatives the user has not interacted with.
 
-Head/tail groups of the cases and the metrics table are in :mod:`training.groups`.
+Head/tail groups of the cases and the metrics table are in :mod:`training.evaluation.groups`.
 
 Ranks are 0-based: rank = the number of competing items with a strictly greater score, so ties go in
 the target's favour (an integer rank, no random tie-break). HR@k = [rank < k] and NDCG@k =

@@ -17,7 +17,7 @@ Protocol (issue 7, ``data.protocol = "cold_items"``):
 4. Both case sets are ranked against the whole catalogue (warm + cold, N items), history masked (`evaluate_cold_items`).
 
 The offline AlphaFuse remedies and a trained model's cold-item metrics (`cold_item_metrics`) are in
-`training.cold_remedies`.
+`training.protocols.cold_items.remedies`.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ import pandas as pd
 import torch
 from numpy.typing import NDArray
 
-from training import evaluate as ev
 from training.data.dataset import Examples, SequenceDataset, Split
 from training.data.readers import DataSource
 from training.data.splits import leave_one_out, window_examples
+from training.evaluation import evaluate as ev
 
 __all__ = [
     "COLD_KS",

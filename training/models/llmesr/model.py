@@ -13,8 +13,8 @@ ALGORITHMS.md §4 and §4.1 (the original code, not the AlphaFuse authors' re-im
   ``F_u . e(i) = f_id . id(i) + f_llm . Adapter(E_i)``, the sum of the two views' logits. This is why the
   model plugs into :class:`SequentialRecommender` unchanged: user vectors and the item table are 2d wide.
 - Self-distillation: ``L = L_rec + alpha * MSE(F_u, mean_j sg(F_{n_j}))`` over the top-k similar users n_j
-  (retrieved by :func:`training.llmesr_setup.similar_users`), the user itself excluded. Student and teacher are the
-  last-position features of the users' full training histories, each from its own forward pass in train
+  (retrieved by :func:`training.models.llmesr.setup.similar_users`), the user itself excluded. Student and
+  teacher are the last-position features of the users' full training histories, each from its own forward pass in train
   mode, the teacher detached.
 
 Deliberate difference from the original (§4.1): the shared encoder is the project's SASRec with causal and
@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from training.embeddings import ItemEmbedding
+from training.items.embeddings import ItemEmbedding
+from training.models.recommender import LossConfig, SequentialRecommender
 from training.models.sasrec import SASRec, SASRecConfig
-from training.recommender import LossConfig, SequentialRecommender
 
 __all__ = [
     "LLMESR",

@@ -3,7 +3,7 @@
 ``load_run`` rebuilds the modules from ``config.json`` (d, d_n, max_len, blocks, heads) and ``item_ids.json`` (N)
 with placeholder weights of the right shapes, then loads the best checkpoint ``model.safetensors``: AlphaFuse's
 frozen ``language`` table and ``id_keep`` mask are buffers inside it, so nothing has to be re-embedded. The
-exporter is its main user; the trainer itself rebuilds from data (``training.train.evaluate_run``).
+exporter is its main user; the trainer itself rebuilds from data (``training.experiment.evaluate_run``).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from safetensors.torch import load_file
 
 from core.alphafuse import SemanticBasis, load_basis
 from training.config import ExperimentConfig
-from training.embeddings import AlphaFuseEmbedding, IDEmbedding, ItemEmbedding
-from training.llmesr_setup import build_llmesr_model
+from training.items.embeddings import AlphaFuseEmbedding, IDEmbedding, ItemEmbedding
 from training.models.dreamrec import DreamRec, DreamRecEncoder, dreamrec_config
+from training.models.llmesr.setup import build_llmesr_model
+from training.models.recommender import LossConfig, Recommender, SequentialRecommender
 from training.models.sasrec import SASRec, SASRecConfig
-from training.recommender import LossConfig, Recommender, SequentialRecommender
 
 __all__ = ["LoadedRun", "load_run"]
 
@@ -62,7 +62,7 @@ def load_run(run_dir: Path, device: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild a run's best model from its directory.
 
     Args:
-        run_dir: a directory written by ``training.train.run_experiment``.
+        run_dir: a directory written by ``training.experiment.run_experiment``.
         device: where to put the model.
 
     Returns:
