@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from numpy.typing import NDArray
 
+from core.arrays import IntArray
 from training.data.dataset import Examples, SequenceDataset, offsets_from_lengths
 from training.evaluation.evaluate import (
     KS,
@@ -23,8 +23,6 @@ from training.evaluation.evaluate import (
     metrics_from_ranks,
     target_ranks,
 )
-
-IntArray = NDArray[np.int64]
 
 
 def make_examples(

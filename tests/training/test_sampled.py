@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.training.test_evaluate import IntArray, leave_one_out_test, make_examples
+from core.arrays import IntArray
+from tests.training.test_evaluate import leave_one_out_test, make_examples
 from training.data.dataset import Examples, SequenceDataset
 from training.evaluation.sampled import evaluate_sampled, sample_candidates
 

@@ -13,12 +13,10 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import NDArray
+
+from core.arrays import BoolArray, IntArray
 
 logger = logging.getLogger(__name__)
-
-IntArray = NDArray[np.int64]
-BoolArray = NDArray[np.bool_]
 
 
 def concat_ranges(starts: IntArray, lengths: IntArray) -> IntArray:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from core.arrays import IntArray
 from training.data.dataset import Examples, concat_ranges
 
 __all__ = [
@@ -49,7 +50,6 @@ logger = logging.getLogger(__name__)
 
 KS: tuple[int, ...] = (5, 10, 20, 50)
 
-IntArray = NDArray[np.int64]
 FullScoreFn = Callable[[IntArray], torch.Tensor]
 
 

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from core.arrays import IntArray
 from training.data.dataset import Examples
-from training.evaluation.evaluate import KS, IntArray, metric_names, metrics_from_ranks
+from training.evaluation.evaluate import KS, metric_names, metrics_from_ranks
 
 __all__ = ["format_metrics_table", "group_masks", "metrics_by_group", "pareto_thresholds"]
 

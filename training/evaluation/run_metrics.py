@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from core.arrays import BoolArray
 from training.config import ExperimentConfig
-from training.data.dataset import BoolArray, Examples, Split
+from training.data.dataset import Examples, Split
 from training.evaluation import evaluate as ev
 from training.evaluation.groups import group_masks, metrics_by_group
 from training.items.embeddings import has_null_space

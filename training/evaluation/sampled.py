@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from core.arrays import IntArray
 from training.data.dataset import Examples, SequenceDataset
 from training.evaluation.evaluate import (
     EvalResult,
-    IntArray,
     _csr_pairs,
     _rank_in_batches,
     metrics_from_ranks,

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from core.arrays import BoolArray, IntArray
 from training.config import EvalConfig, ExperimentConfig
-from training.data.dataset import BoolArray, Examples, SequenceDataset, Split
-from training.evaluation.evaluate import EvalResult, IntArray, PairedEvalResult
+from training.data.dataset import Examples, SequenceDataset, Split
+from training.evaluation.evaluate import EvalResult, PairedEvalResult
 from training.evaluation.groups import group_masks, metrics_by_group, pareto_thresholds
 from training.evaluation.sampled import evaluate_sampled, sample_candidates
 from training.models.recommender import Recommender

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from core.arrays import IntArray
 from training.config import ExperimentConfig
 from training.data.dataset import Examples, SequenceDataset, Split
 from training.items.text_embeddings import embed_item_texts
@@ -35,8 +36,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-IntArray = NDArray[np.int64]
 
 
 def user_prompts(sequences: SequenceDataset, max_chars: int = 1000) -> list[str]:

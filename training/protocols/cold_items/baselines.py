@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from core.arrays import IntArray
 from training.data.dataset import Split
 
 __all__ = ["BASELINES", "TEXT_KNN_LAST", "popularity_scorer", "text_knn_scorer"]
 
-IntArray = NDArray[np.int64]
 ScoreFn = Callable[[IntArray], torch.Tensor]
 
 BASELINES = ("popularity", "text_knn", "text_knn_centred")

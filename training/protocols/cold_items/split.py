@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 from numpy.typing import NDArray
 
+from core.arrays import Float64Array, IntArray
 from training.data.dataset import Examples, SequenceDataset, Split
 from training.data.readers import DataSource
 from training.data.splits import leave_one_out, window_examples
@@ -54,8 +55,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IntArray = NDArray[np.int64]
-FloatArray = NDArray[np.float64]
 ColdPick = Literal["random", "newest"]
 ScoreFn = Callable[[IntArray], torch.Tensor]  # (B, L) histories -> (B, N) scores
 
@@ -85,7 +84,7 @@ class ColdItemSplit(Split):
         return mask
 
 
-def first_interaction_times(source: DataSource, ds: SequenceDataset) -> FloatArray:
+def first_interaction_times(source: DataSource, ds: SequenceDataset) -> Float64Array:
     """(N,) earliest timestamp of each catalogue row of ``ds`` in the source's interaction file (NaN: none).
 
     Reads the interactions again (``SequenceDataset`` keeps only each user's order). Supported: ``recbole`` (a
@@ -136,7 +135,7 @@ def pick_cold_items(
     share: float,
     pick: ColdPick,
     seed: int,
-    first_times: FloatArray | None = None,
+    first_times: Float64Array | None = None,
 ) -> IntArray:
     """The held-out item rows: ``round(share * M)`` of the M items with at least one interaction.
 
@@ -280,9 +279,9 @@ class _CaseStats:
     ranks_same_kind: (
         IntArray  # (n,) rank among non-masked items of the target's kind (cold or warm)
     )
-    target_z: FloatArray  # (n,) (target score - mean) / std over the catalogue
+    target_z: Float64Array  # (n,) (target score - mean) / std over the catalogue
     surfaced: NDArray[np.bool_]  # (n,) top-SURFACE_K list holds at least one cold item
-    cold_slots: FloatArray  # (n,) share of the top-SURFACE_K slots taken by cold items
+    cold_slots: Float64Array  # (n,) share of the top-SURFACE_K slots taken by cold items
 
 
 @torch.no_grad()
@@ -351,7 +350,7 @@ def evaluate_cold_items(
     cold_m = ev.metrics_from_ranks(cold_stats.ranks, COLD_KS)
     warm_m = ev.metrics_from_ranks(warm_stats.ranks, COLD_KS)
 
-    def quartiles(z: FloatArray) -> dict[str, float]:
+    def quartiles(z: Float64Array) -> dict[str, float]:
         q1, q2, q3 = np.quantile(z, [0.25, 0.5, 0.75])
         return {"q25": float(q1), "median": float(q2), "q75": float(q3)}
 
