@@ -1,4 +1,4 @@
-"""The artifact contract between the exporter and the service (DESIGN.md §5).
+"""The artifact contract between the exporter and the service.
 
 An artifact is one immutable directory per model version::
 
@@ -70,7 +70,7 @@ class Dims(_Frozen):
 
 class SemanticQuerySpec(_Frozen):
     """The content term folded into the encoder graph: ``q = u + beta * s * [m_s ; 0]``, ``m_s`` the mean of the
-    first ``semantic_dim`` coordinates of the last ``last_n`` history rows (``training.items.semantic_query``)."""
+    first ``semantic_dim`` coordinates of the last ``last_n`` history rows (``training.models.semantic_query``)."""
 
     beta: float = Field(gt=0)
     last_n: int = Field(gt=0)

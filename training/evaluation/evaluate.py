@@ -2,7 +2,7 @@
 
 The shared core of every protocol lives here: target ranks, the metrics computed from them,
 :class:`EvalResult`, history masks and the batched no-grad ranking loop. Two protocols
-(docs/ALGORITHMS.md §6) build on it:
+(docs/algorithms.md, "Protocols") build on it:
 
 - **Full ranking** (AlphaFuse cold-start users, this module): the target is ranked against all N
   items, with or without the user's earlier items excluded (history masking); :func:`evaluate_full`
