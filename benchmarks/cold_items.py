@@ -31,7 +31,7 @@ from results_io import load_records, save_json
 
 from training.config import ExperimentConfig, load_config
 from training.experiment import Prepared, prepare, run_experiment
-from training.protocols.cold_items import ColdItemSplit, evaluate_cold_items, warm_rows
+from training.protocols.cold_items import ColdItemSplit, evaluate_cold_items
 from training.protocols.cold_items.baselines import BASELINES, popularity_scorer, text_knn_scorer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def _measure(config: ExperimentConfig, prepared: Prepared, model: str) -> dict[s
         return evaluate_cold_items(popularity_scorer(split), split, config.eval.batch_size)
     if model in TEXT_BASELINES:
         assert prepared.text_embeddings is not None
-        centre_on = warm_rows(split) if model == "text_knn_centred" else None
+        centre_on = split.rules.fit_rows if model == "text_knn_centred" else None
         return evaluate_cold_items(
             text_knn_scorer(prepared.text_embeddings, centre_on=centre_on),
             split,

@@ -49,7 +49,7 @@ DATASETS = ["ml-100k", "amazon14-beauty", "amazon14-sports", "yelp"]
 MODES = ["id", "llminit", "alphafuse"]
 MODELS = ["sasrec", "dreamrec", "llmesr"]
 GROUPS = ["overall", "tail_item", "head_item", "tail_user", "head_user"]
-# LLM-ESR's architecture defaults (ALGORITHMS.md §4, §8): 2 blocks, dropout 0.5, its own ID init
+# LLM-ESR's architecture defaults (its paper and code): 2 blocks, dropout 0.5, its own ID init
 LLMESR_SETTINGS = [
     'embedding.mode="llminit"',
     "model.num_blocks=2",

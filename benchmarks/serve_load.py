@@ -44,10 +44,10 @@ def main() -> int:
     run_dir = args.run_dir or _train(args)
     from core.artifact import resolve_artifact
     from exporter.export import export_run
-    from training.config import ExperimentConfig
     from training.data.readers import load_dataset
+    from training.run.rundir import RunDir
 
-    config = ExperimentConfig.model_validate(json.loads((run_dir / "config.json").read_text()))
+    config = RunDir(run_dir).read_config()
     dataset = load_dataset(config.data.source)
     root = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     # exact_threshold 0: auto picks for the grown catalogue, not for the trained items alone
@@ -164,11 +164,13 @@ def _args() -> argparse.Namespace:
 
 def _train(args: argparse.Namespace) -> Path:
     suffix = "".join(f"-{o}" for o in args.overrides).replace("/", "_")
-    run_dir = REPO / "runs" / f"serve-bench-{args.config.stem}-e{args.epochs}{suffix}"
-    if (run_dir / "metrics.json").exists():
-        return run_dir
     from training.config import load_config
     from training.experiment import run_experiment
+    from training.run.rundir import RunDir
+
+    run_dir = REPO / "runs" / f"serve-bench-{args.config.stem}-e{args.epochs}{suffix}"
+    if RunDir(run_dir).metrics.exists():
+        return run_dir
 
     config = load_config(args.config, [f"train.max_epochs={args.epochs}", *args.overrides])
     run_experiment(config, run_dir)

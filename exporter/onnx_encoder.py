@@ -22,9 +22,9 @@ from numpy.typing import NDArray
 from torch import nn
 from torch.jit._trace import TracerWarning
 
-from training.items.semantic_query import SemanticQueryEncoder
 from training.models.dreamrec import DreamRecEncoder
 from training.models.sasrec import SASRec
+from training.models.semantic_query import SemanticQueryEncoder
 
 UserEncoder = SASRec | DreamRecEncoder | SemanticQueryEncoder
 

@@ -104,7 +104,7 @@ class EmbeddingConfig(_Section):
 
 
 class LLMESRSettings(_Section):
-    """LLM-ESR only (model.name = "llmesr"); defaults are the paper's (ALGORITHMS.md §4, §8).
+    """LLM-ESR only (model.name = "llmesr"); defaults are the paper's (docs/algorithms.md, "LLM-ESR").
 
     The paper also uses num_blocks 2, dropout 0.5, train.loss "bce" with 1 per-example negative,
     batch 128, lr 1e-3: set those in [model]/[train] (benchmarks/quality.py does).

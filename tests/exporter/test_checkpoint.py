@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from core.alphafuse import load_basis
-from training.experiment import Prepared, build_model
 from training.items.embeddings import AlphaFuseEmbedding, IDEmbedding
 from training.models.recommender import SequentialRecommender
+from training.run.builder import Prepared, build_model
 from training.run.checkpoint import load_run
 
 RUN_FILES = ["config.json", "item_ids.json", "model.safetensors", "popularity.npy"]

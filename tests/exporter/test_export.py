@@ -172,7 +172,7 @@ def test_semantic_query_is_exported_in_the_encoder_graph_and_served(
 
     from service.metrics import ServiceMetrics
     from service.runtime import ModelRuntime, Query
-    from training.items.semantic_query import semantic_query_vectors
+    from training.models.semantic_query import semantic_query_vectors
 
     path = export_run(alphafuse_run, tmp_path / "a", version="semq", semantic_query_beta=0.5)
     spec = open_artifact(path).encoder.semantic_query

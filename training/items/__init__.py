@@ -1,1 +1,1 @@
-"""Item tables: the item-embedding modes, the language embeddings they start from, the semantic query."""
+"""Item tables: the item-embedding modes and the language embeddings they start from."""

@@ -1,4 +1,4 @@
-"""The Gaussian diffusion process of DreamRec, apart from any network (ALGORITHMS.md §3).
+"""The Gaussian diffusion process of DreamRec, apart from any network (docs/algorithms.md, "DreamRec").
 
 Pure functions over a ``Schedule`` (betas and their cumulative products, float64 at construction and kept as
 float32 buffers by the callers):

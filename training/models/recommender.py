@@ -1,6 +1,6 @@
 """A sequential recommender = item embeddings (tied input/output) + a sequence encoder + a training loss.
 
-Losses (ALGORITHMS.md §2):
+Losses (docs/algorithms.md, "Losses"):
 - ``infonce``: cosine similarity / tau between the user vector and the target vs K sampled negatives,
   cross-entropy with the target at index 0. Trained with cosine, ranked with the raw dot product.
 - ``bce``: dot-product logits, BCE(target, 1) + BCE(negatives, 0), each averaged separately.

@@ -18,9 +18,9 @@ from training.models.dreamrec import (
     DreamRec,
     DreamRecConfig,
     DreamRecEncoder,
-    dreamrec_config,
 )
 from training.models.sasrec import SASRecConfig
+from training.run.builder import dreamrec_config
 
 CONFIGS = Path(__file__).resolve().parents[3] / "training" / "configs"
 

@@ -1,6 +1,6 @@
 """LLM-ESR (NeurIPS'24): dual-view sequence encoder with retrieval-augmented self-distillation.
 
-ALGORITHMS.md §4 and §4.1 (the original code, not the AlphaFuse authors' re-implementation):
+As the original code has it, not the AlphaFuse authors' re-implementation (docs/algorithms.md, "LLM-ESR"):
 
 - Semantic view: frozen language embeddings E (N, d_l) -> adapter ``Linear(d_l, d_l/2) -> Linear(-> d)``
   (no activation).
@@ -17,7 +17,7 @@ ALGORITHMS.md §4 and §4.1 (the original code, not the AlphaFuse authors' re-im
   teacher are the last-position features of the users' full training histories, each from its own forward pass in train
   mode, the teacher detached.
 
-Deliberate difference from the original (§4.1): the shared encoder is the project's SASRec with causal and
+Deliberate difference from the original: the shared encoder is the project's SASRec with causal and
 padding masks (the original masks neither). Training uses one example per prefix (the project's loop), which
 with a causal encoder is the seq-to-seq loss; the distillation term is applied once per user per epoch, on the
 example that is the user's last training prefix (the original's one sample per user per epoch).
