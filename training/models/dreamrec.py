@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from training.items.embeddings import ItemEmbedding
+from training.items.embeddings import ItemEmbedding, trim_padding
 from training.models import diffusion as dif
 from training.models.sasrec import SASRec, SASRecConfig
 
@@ -149,7 +149,7 @@ class DreamRecEncoder(nn.Module):
         d, w = self.config.dim, self.w
         weight, bias = self.denoiser.weight, self.denoiser.bias  # (d, 3d), (d,)
         w_x, w_c, w_t = weight[:, :d], weight[:, d : 2 * d], weight[:, 2 * d :]  # 3 x (d, d)
-        mixed = (1 + w) * cond - w * self.null  # (B, d)
+        mixed = dif.guidance_mix(cond, self.null, w)  # (B, d)
         const = mixed @ w_c.T + bias  # (B, d)
 
         def x0_fn(x: torch.Tensor, t: int) -> torch.Tensor:
@@ -184,9 +184,7 @@ class DreamRec(nn.Module):
 
     def _embedded(self, histories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T) left-padded indices -> (B, T', d) embeddings, (B, T') mask; all-padding columns dropped."""
-        mask = histories != self.num_items  # (B, T)
-        first = int(mask.any(0).float().argmax()) if bool(mask.any()) else histories.shape[1] - 1
-        histories, mask = histories[:, first:], mask[:, first:]  # (B, T')
+        histories, mask = trim_padding(histories, self.num_items)  # (B, T')
         return self.items(histories), mask
 
     def user_vectors(self, histories: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from training.items.embeddings import ItemEmbedding
+from training.items.embeddings import ItemEmbedding, trim_padding
 from training.models.dreamrec import DreamRec
 from training.models.sasrec import SASRec
 
@@ -105,9 +105,7 @@ class SequentialRecommender(nn.Module):
 
     def user_vectors(self, histories: torch.Tensor) -> torch.Tensor:
         """(B, T) left-padded item indices (pad = N) -> (B, d). Leading all-padding columns are dropped."""
-        mask = histories != self.num_items  # (B, T)
-        first = int(mask.any(0).float().argmax()) if bool(mask.any()) else histories.shape[1] - 1
-        histories, mask = histories[:, first:], mask[:, first:]  # (B, T')
+        histories, mask = trim_padding(histories, self.num_items)  # (B, T')
         return self.encoder.encode(self.items(histories), mask)
 
     def scores(self, histories: torch.Tensor) -> torch.Tensor:

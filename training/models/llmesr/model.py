@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
+from core.alphafuse import fit_semantic_basis, project
 from training.items.embeddings import ItemEmbedding
 from training.models.recommender import LossConfig, SequentialRecommender
 from training.models.sasrec import SASRec, SASRecConfig
@@ -81,15 +82,18 @@ class LLMESRConfig:
 
 
 def pca_init(text_embeddings: NDArray[np.floating], dim: int) -> NDArray[np.float32]:
-    """(N, d_l) -> (N, dim) principal-component scores: centred, not whitened (sklearn ``PCA(dim)``)."""
+    """(N, d_l) -> (N, dim) principal-component scores: centred, not whitened (sklearn ``PCA(dim)``).
+
+    The AlphaFuse basis of `core.alphafuse` with no scaling, no whitening and no null space: the projection of
+    the centred embeddings on their top ``dim`` principal directions.
+    """
     E = np.asarray(text_embeddings, dtype=np.float64)
     if E.ndim != 2 or dim > min(E.shape):
         raise ValueError(
             f"PCA({dim}) needs a 2-D array with >= {dim} rows and columns, got {E.shape}"
         )
-    centred = E - E.mean(axis=0)  # (N, d_l)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)  # vt (min(N, d_l), d_l)
-    scores: NDArray[np.float32] = (centred @ vt[:dim].T).astype(np.float32)  # (N, dim)
+    basis = fit_semantic_basis(E, dim=dim, null_dim=0, scale=1.0, standardize=False)
+    scores: NDArray[np.float32] = project(E, basis).astype(np.float32)  # (N, dim)
     return scores
 
 
