@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from results_io import load_records, save_json
 
-from training.config import ExperimentConfig, load_config
+from training.config import ExperimentConfig, add_override_option, load_config
 from training.experiment import Prepared, prepare, run_experiment
 from training.protocols.cold_items import ColdItemSplit, evaluate_cold_items
 from training.protocols.cold_items.baselines import BASELINES, popularity_scorer, text_knn_scorer
@@ -357,7 +357,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--datasets", nargs="+", default=DATASETS, help="<name>:<random|newest>")
     p.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_override_option(p)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument(
         "--online", action="store_true", help="the served replay (cold_items_online.json)"

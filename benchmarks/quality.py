@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from results_io import load_records, save_json
 
-from training.config import load_config
+from training.config import add_override_option, load_config
 from training.experiment import prepare, run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -309,7 +309,9 @@ def _args() -> argparse.Namespace:
     p.add_argument("--long-tail", action="store_true", help="LLM-ESR's long-tail protocol")
     p.add_argument("--keep-runs", type=Path, default=None, help="keep run directories here")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_override_option(
+        p, "override a config value for every model (MODEL:KEY=VALUE: for one model)"
+    )
     p.add_argument(
         "--variant",
         default="",

@@ -113,20 +113,15 @@ def main() -> int:
 
 
 def _args() -> argparse.Namespace:
+    from training.config import add_override_option
+
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--run-dir", type=Path, help="a trained run to serve (default: train one)")
     p.add_argument("--config", type=Path, default=REPO / "training/configs/amazon14-sports.toml")
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for the trained model, e.g. embedding.dim=256",
-    )
+    add_override_option(p, "config override for the trained model, e.g. embedding.dim=256")
     p.add_argument(
         "--semantic-query-beta",
         type=float,

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from training.config import ExperimentConfig, load_config
+from training.config import ExperimentConfig, add_override_option, load_config
 
 if TYPE_CHECKING:
     from training.experiment import Prepared
@@ -29,20 +29,13 @@ def add_training_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     """Register ``data``, ``train`` and ``evaluate`` on the ``recsys`` parser."""
     data = sub.add_parser("data", help="load a dataset, print its statistics and split sizes")
     data.add_argument("config", type=Path)
-    data.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_override_option(data)
     data.set_defaults(func=_data)
 
     train = sub.add_parser("train", help="train one model and test it once")
     train.add_argument("config", type=Path)
     train.add_argument("--run-dir", type=Path, help="default: runs/<config name>-<mode>-s<seed>")
-    train.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.lr=1e-3 (TOML literal)",
-    )
+    add_override_option(train)
     train.add_argument(
         "--resume", action="store_true", help="continue from the run's last checkpoint"
     )

@@ -8,6 +8,7 @@ values are TOML literals (``train.lr=1e-3``, ``embedding.mode="id"``, ``train.se
 
 from __future__ import annotations
 
+import argparse
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from training.data.readers import DataSource
 from training.items.text_embeddings import TextEmbeddingConfig
 
-__all__ = ["ExperimentConfig", "load_config", "parse_override"]
+__all__ = ["ExperimentConfig", "add_override_option", "load_config", "parse_override"]
 
 
 class _Section(BaseModel):
@@ -249,6 +250,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except tomllib.TOMLDecodeError:
         value = None if raw.strip() == "none" else raw.strip()
     return key.strip().split("."), value
+
+
+def add_override_option(
+    parser: argparse.ArgumentParser,
+    help_text: str = "override a config value, e.g. --set train.lr=1e-3 (TOML literal)",
+) -> None:
+    """The repeatable ``--set KEY=VALUE`` option of every command that loads a config: the values land in
+    ``args.overrides``, for `load_config`."""
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_text
+    )
 
 
 def load_config(path: Path, overrides: list[str] | None = None) -> ExperimentConfig:
