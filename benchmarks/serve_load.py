@@ -42,7 +42,7 @@ def main() -> int:
     args = _args()
     rng = random.Random(0)
     run_dir = args.run_dir or _train(args)
-    from core.artifact import resolve_artifact
+    from core.artifact import ITEM_IDS_FILE, MANIFEST_FILE, resolve_artifact
     from exporter.export import export_run
     from training.data.readers import load_dataset
     from training.run.rundir import RunDir
@@ -61,7 +61,7 @@ def main() -> int:
         ddim_steps=args.ddim_steps,
     )
     artifact = resolve_artifact(root)
-    manifest = json.loads((artifact / "manifest.json").read_text())
+    manifest = json.loads((artifact / MANIFEST_FILE).read_text())
 
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     server = _start_server(artifact, args, prefix)
@@ -70,7 +70,7 @@ def main() -> int:
     try:
         with httpx.Client(base_url=base, timeout=300) as client:
             results["grow"] = _grow_catalogue(client, dataset.item_texts, args.items, rng)
-            grown = json.loads((artifact / "item_ids.json").read_text())
+            grown = json.loads((artifact / ITEM_IDS_FILE).read_text())
             grown += [f"new-{i}" for i in range(results["grow"]["added"])]
             grown += [f"fresh-{i}" for i in range(200)]  # added by _new_item_latency
             results["new_item"] = _new_item_latency(client, dataset.item_texts, rng)

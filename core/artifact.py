@@ -30,7 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
     "CURRENT_FILE",
+    "ITEMS_FILE",
+    "ITEM_IDS_FILE",
     "MANIFEST_FILE",
+    "POPULARITY_FILE",
     "SCHEMA_VERSION",
     "ArtifactError",
     "Dims",
@@ -49,6 +52,9 @@ __all__ = [
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 CURRENT_FILE = "CURRENT"
+ITEMS_FILE = "items.npy"
+ITEM_IDS_FILE = "item_ids.json"
+POPULARITY_FILE = "popularity.npy"
 
 
 class ArtifactError(ValueError):
@@ -140,9 +146,9 @@ class Manifest(_Frozen):
     encoder: EncoderSpec
     index: IndexSpec
     text_encoder: TextEncoderSpec | None = None
-    items_file: str = "items.npy"
-    item_ids_file: str = "item_ids.json"
-    popularity_file: str = "popularity.npy"
+    items_file: str = ITEMS_FILE
+    item_ids_file: str = ITEM_IDS_FILE
+    popularity_file: str = POPULARITY_FILE
     basis_file: str | None = "semantic_basis.npz"
     training_config: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from core.artifact import ITEM_IDS_FILE
 from exporter.export import export_run
 from exporter.index import IndexKind
 from exporter.quickstart import serving
@@ -192,4 +193,4 @@ def _score_diff(
 
 
 def _artifact_items(artifact: Path) -> int:
-    return len(json.loads((artifact / "item_ids.json").read_text()))
+    return len(json.loads((artifact / ITEM_IDS_FILE).read_text()))

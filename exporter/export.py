@@ -29,7 +29,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from core.artifact import (
+    ITEM_IDS_FILE,
+    ITEMS_FILE,
     MANIFEST_FILE,
+    POPULARITY_FILE,
     SCHEMA_VERSION,
     Dims,
     EncoderSpec,
@@ -167,9 +170,9 @@ def _write_artifact(
 ) -> Manifest:
     config, basis = run.config, run.basis
     mode = config.embedding.mode
-    (out / "items.npy").write_bytes(items_npy)
-    (out / "item_ids.json").write_text(json.dumps(run.item_ids) + "\n")
-    np.save(out / "popularity.npy", _popularity(run, run_dir), allow_pickle=False)
+    (out / ITEMS_FILE).write_bytes(items_npy)
+    (out / ITEM_IDS_FILE).write_text(json.dumps(run.item_ids) + "\n")
+    np.save(out / POPULARITY_FILE, _popularity(run, run_dir), allow_pickle=False)
     files = RunDir(run_dir)
     if basis is not None:
         shutil.copyfile(files.basis, out / files.basis.name)
