@@ -10,9 +10,10 @@ A dataset is ``<name>:<random|newest>`` (the ``cold_items`` pick). Seed s sets b
 items are cold, for ``random``) and ``train.seed``. Each finished run is appended to
 benchmarks/results/cold_items.json at once (one JSON object per run: ``dataset``, ``cold_items``, ``model``,
 ``embedding``, ``seed``, ``metrics`` {``cold``, ``warm``}, ``surface_rate``, plus the diagnostics of
-``training.cold_items.evaluate_cold_items`` and the settings); runs already there are skipped, so an interrupted
-benchmark continues where it stopped. ``--online`` trains (or reuses) the AlphaFuse run, replays its cold test cases
-through the served artifact (``exporter.cold_replay``) and writes benchmarks/results/cold_items_online.json.
+``training.protocols.cold_items.evaluate_cold_items`` and the settings); runs already there are
+skipped, so an interrupted benchmark continues where it stopped. ``--online`` trains (or reuses) the AlphaFuse
+run, replays its cold test cases through the served artifact (``exporter.cold_replay``) and writes
+benchmarks/results/cold_items_online.json.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ import numpy as np
 import torch
 from results_io import load_records, save_json
 
-from training.cold_baselines import BASELINES, popularity_scorer, text_knn_scorer
-from training.cold_items import ColdItemSplit, evaluate_cold_items, warm_rows
-from training.config import ExperimentConfig, load_config
-from training.train import Prepared, prepare, run_experiment
+from training.config import ExperimentConfig, add_override_option, load_config
+from training.experiment import Prepared, prepare, run_experiment
+from training.protocols.cold_items import ColdItemSplit, evaluate_cold_items
+from training.protocols.cold_items.baselines import BASELINES, popularity_scorer, text_knn_scorer
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "training" / "configs"
@@ -124,7 +125,7 @@ def _measure(config: ExperimentConfig, prepared: Prepared, model: str) -> dict[s
         return evaluate_cold_items(popularity_scorer(split), split, config.eval.batch_size)
     if model in TEXT_BASELINES:
         assert prepared.text_embeddings is not None
-        centre_on = warm_rows(split) if model == "text_knn_centred" else None
+        centre_on = split.rules.fit_rows if model == "text_knn_centred" else None
         return evaluate_cold_items(
             text_knn_scorer(prepared.text_embeddings, centre_on=centre_on),
             split,
@@ -356,7 +357,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--datasets", nargs="+", default=DATASETS, help="<name>:<random|newest>")
     p.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_override_option(p)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument(
         "--online", action="store_true", help="the served replay (cold_items_online.json)"

@@ -27,11 +27,12 @@ from numpy.typing import NDArray
 from results_io import save_json
 
 from exporter.onnx_encoder import encoder_parity, export_user_encoder, ort_session
-from training import evaluate as ev
-from training.checkpoint import load_run
+from training.evaluation import evaluate as ev
+from training.experiment import prepare
 from training.models.dreamrec import DreamRec
-from training.recommender import table_scorer
-from training.train import prepare
+from training.models.recommender import table_scorer
+from training.run.checkpoint import load_run
+from training.run.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "dreamrec_steps.json"
@@ -48,7 +49,7 @@ def main() -> None:
     settings: list[tuple[str, int]] = [("ddim", s) for s in args.steps] + [("ancestral", 0)]
     rows: list[dict[str, Any]] = []
     for run_dir in args.runs:
-        while args.wait and not (run_dir / "metrics.json").exists():
+        while args.wait and not RunDir(run_dir).metrics.exists():
             time.sleep(10)  # the run is still training (benchmarks/quality.py --keep-runs)
         rows.extend(_sweep(run_dir, settings, args.repeats))
         save_json(args.out, _summary(rows, args))

@@ -63,8 +63,8 @@ def _catalogue(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     """(N, d) grown item table and (Q, d) user vectors, float32."""
     import torch
 
-    from training.checkpoint import load_run
-    from training.train import prepare
+    from training.experiment import prepare
+    from training.run.checkpoint import load_run
 
     run = load_run(args.run_dir)
     with torch.no_grad():

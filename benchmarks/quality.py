@@ -25,7 +25,7 @@ Each finished run is appended to benchmarks/results/quality.json at once (one JS
 already in the file are skipped, so an interrupted benchmark continues where it stopped. The table at the end
 gives mean +- std over seeds of the test metrics (full ranking, the protocol's history masking). AlphaFuse runs
 also record ``semantic_query`` (the model ranked with its semantic query, beta chosen on validation;
-`training.run_metrics.semantic_query_metrics`), shown as an ``alphafuse+semq`` row with the chosen betas.
+`training.evaluation.run_metrics.semantic_query_metrics`), shown as an ``alphafuse+semq`` row with the chosen betas.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 from results_io import load_records, save_json
 
-from training.config import load_config
-from training.train import prepare, run_experiment
+from training.config import add_override_option, load_config
+from training.experiment import prepare, run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "training" / "configs"
@@ -49,7 +49,7 @@ DATASETS = ["ml-100k", "amazon14-beauty", "amazon14-sports", "yelp"]
 MODES = ["id", "llminit", "alphafuse"]
 MODELS = ["sasrec", "dreamrec", "llmesr"]
 GROUPS = ["overall", "tail_item", "head_item", "tail_user", "head_user"]
-# LLM-ESR's architecture defaults (ALGORITHMS.md §4, §8): 2 blocks, dropout 0.5, its own ID init
+# LLM-ESR's architecture defaults (its paper and code): 2 blocks, dropout 0.5, its own ID init
 LLMESR_SETTINGS = [
     'embedding.mode="llminit"',
     "model.num_blocks=2",
@@ -309,7 +309,9 @@ def _args() -> argparse.Namespace:
     p.add_argument("--long-tail", action="store_true", help="LLM-ESR's long-tail protocol")
     p.add_argument("--keep-runs", type=Path, default=None, help="keep run directories here")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_override_option(
+        p, "override a config value for every model (MODEL:KEY=VALUE: for one model)"
+    )
     p.add_argument(
         "--variant",
         default="",

@@ -42,12 +42,12 @@ def main() -> int:
     args = _args()
     rng = random.Random(0)
     run_dir = args.run_dir or _train(args)
-    from core.artifact import resolve_artifact
+    from core.artifact import ITEM_IDS_FILE, MANIFEST_FILE, resolve_artifact
     from exporter.export import export_run
-    from training.config import ExperimentConfig
     from training.data.readers import load_dataset
+    from training.run.rundir import RunDir
 
-    config = ExperimentConfig.model_validate(json.loads((run_dir / "config.json").read_text()))
+    config = RunDir(run_dir).read_config()
     dataset = load_dataset(config.data.source)
     root = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     # exact_threshold 0: auto picks for the grown catalogue, not for the trained items alone
@@ -61,7 +61,7 @@ def main() -> int:
         ddim_steps=args.ddim_steps,
     )
     artifact = resolve_artifact(root)
-    manifest = json.loads((artifact / "manifest.json").read_text())
+    manifest = json.loads((artifact / MANIFEST_FILE).read_text())
 
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     server = _start_server(artifact, args, prefix)
@@ -70,7 +70,7 @@ def main() -> int:
     try:
         with httpx.Client(base_url=base, timeout=300) as client:
             results["grow"] = _grow_catalogue(client, dataset.item_texts, args.items, rng)
-            grown = json.loads((artifact / "item_ids.json").read_text())
+            grown = json.loads((artifact / ITEM_IDS_FILE).read_text())
             grown += [f"new-{i}" for i in range(results["grow"]["added"])]
             grown += [f"fresh-{i}" for i in range(200)]  # added by _new_item_latency
             results["new_item"] = _new_item_latency(client, dataset.item_texts, rng)
@@ -113,20 +113,15 @@ def main() -> int:
 
 
 def _args() -> argparse.Namespace:
+    from training.config import add_override_option
+
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--run-dir", type=Path, help="a trained run to serve (default: train one)")
     p.add_argument("--config", type=Path, default=REPO / "training/configs/amazon14-sports.toml")
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for the trained model, e.g. embedding.dim=256",
-    )
+    add_override_option(p, "config override for the trained model, e.g. embedding.dim=256")
     p.add_argument(
         "--semantic-query-beta",
         type=float,
@@ -164,11 +159,13 @@ def _args() -> argparse.Namespace:
 
 def _train(args: argparse.Namespace) -> Path:
     suffix = "".join(f"-{o}" for o in args.overrides).replace("/", "_")
-    run_dir = REPO / "runs" / f"serve-bench-{args.config.stem}-e{args.epochs}{suffix}"
-    if (run_dir / "metrics.json").exists():
-        return run_dir
     from training.config import load_config
-    from training.train import run_experiment
+    from training.experiment import run_experiment
+    from training.run.rundir import RunDir
+
+    run_dir = REPO / "runs" / f"serve-bench-{args.config.stem}-e{args.epochs}{suffix}"
+    if RunDir(run_dir).metrics.exists():
+        return run_dir
 
     config = load_config(args.config, [f"train.max_epochs={args.epochs}", *args.overrides])
     run_experiment(config, run_dir)

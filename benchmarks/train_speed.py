@@ -2,9 +2,9 @@
 
     .venv/bin/python benchmarks/train_speed.py [--epochs 1]
 
-Reference settings (ANCHORS.md §8): d=128, d_n=64, one block, L=10, batch 256, infoNCE with 64 negatives,
-amazon14-beauty users split 8:1:1 with every prefix as a training row. The authors' trainer measured
-3,500-3,900 sequences/s on this kind of machine (2 vCPU); the target is 3x that. Both negative-sampling
+Reference settings (the AlphaFuse authors' SASRec setup): d=128, d_n=64, one block, L=10, batch 256, infoNCE
+with 64 negatives, amazon14-beauty users split 8:1:1 with every prefix as a training row. The authors' trainer
+measured 3,500-3,900 sequences/s on this kind of machine (2 vCPU); the target is 3x that. Both negative-sampling
 variants run in the same process, one after the other, so their ratio is robust to machine noise.
 Writes benchmarks/results/train_speed.json.
 """
@@ -20,12 +20,12 @@ import torch
 from results_io import save_json
 
 from training.config import load_config
-from training.train import measure_throughput, prepare
+from training.experiment import measure_throughput, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "training" / "configs" / "amazon14-beauty-coldstart.toml"
 RESULTS = REPO / "benchmarks" / "results" / "train_speed.json"
-REFERENCE = (3500.0, 3900.0)  # authors' train.py, same settings and machine kind (ANCHORS.md §8)
+REFERENCE = (3500.0, 3900.0)  # authors' train.py, same settings and machine kind
 
 
 def main() -> None:

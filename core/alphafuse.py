@@ -125,40 +125,15 @@ def fit_semantic_basis(
     k = D if dim is None else int(dim)
     if not 1 <= k <= D:
         raise ValueError(f"dim must be in [1, D={D}], got dim={dim}")
-    p = _item_distribution(weights, N)  # (N,)
-    mean = p @ E  # (D,)
-    centred = E - mean  # (N, D)
-    # (D, D): unbiased as np.cov when uniform, sum_v p_v (e_v - mu)(e_v - mu)^T when weighted
-    cov = centred.T @ centred / (N - 1) if weights is None else (centred * p[:, None]).T @ centred
-    eigenvectors, eigenvalues, _ = np.linalg.svd(cov, hermitian=True)  # descending
-    eigenvalues = np.clip(eigenvalues, 0.0, None)
+    mean, eigenvectors, eigenvalues = _principal_directions(E, weights)
     d_n = _choose_null_dim(eigenvalues[:k], k, null_dim, null_threshold)
     columns = eigenvectors[:, :k].copy()  # (D, k)
     if standardize:
-        positive = eigenvalues[:k] > rtol * max(float(eigenvalues[0]), np.finfo(np.float64).tiny)
-        inv_std = np.zeros(k)
-        inv_std[positive] = 1.0 / np.sqrt(eigenvalues[:k][positive])
-        columns *= inv_std  # (D, k)
-        if not positive.all():
-            logger.warning(
-                "%d of %d kept directions have zero variance (N=%d, D=%d): their columns are zero",
-                int((~positive).sum()),
-                k,
-                N,
-                D,
-            )
+        _whiten(columns, eigenvalues, rtol, N)
     if cover and d_n > 0:
         columns[:, k - d_n :] = 0.0
     logger.info("semantic basis: D=%d, d=%d, d_s=%d, d_n=%d, cover=%s", D, k, k - d_n, d_n, cover)
-    return SemanticBasis(
-        mean=mean,
-        projection=columns,
-        eigenvalues=eigenvalues,
-        null_dim=d_n,
-        scale=float(scale),
-        standardize=standardize,
-        cover=cover,
-    )
+    return SemanticBasis(mean, columns, eigenvalues, d_n, float(scale), standardize, cover)
 
 
 def project(embeddings: ArrayLike, basis: SemanticBasis) -> Float64Array:
@@ -252,6 +227,39 @@ def load_basis(path: Path) -> SemanticBasis:
             scale=float(z["scale"]),
             standardize=bool(z["standardize"]),
             cover=bool(z["cover"]),
+        )
+
+
+def _principal_directions(
+    E: Float64Array, weights: ArrayLike | None
+) -> tuple[Float64Array, Float64Array, Float64Array]:
+    """The (weighted) mean (D,), and the eigenvectors (D, D) and eigenvalues (D,) of the covariance of E (N, D),
+    eigenvalues descending and clipped at 0."""
+    N = len(E)
+    p = _item_distribution(weights, N)  # (N,)
+    mean = p @ E  # (D,)
+    centred = E - mean  # (N, D)
+    # (D, D): unbiased as np.cov when uniform, sum_v p_v (e_v - mu)(e_v - mu)^T when weighted
+    cov = centred.T @ centred / (N - 1) if weights is None else (centred * p[:, None]).T @ centred
+    eigenvectors, eigenvalues, _ = np.linalg.svd(cov, hermitian=True)  # descending
+    return mean, eigenvectors, np.clip(eigenvalues, 0.0, None)
+
+
+def _whiten(columns: Float64Array, eigenvalues: Float64Array, rtol: float, n_items: int) -> None:
+    """Divide the k kept directions ``columns`` (D, k) by the square root of their eigenvalue, in place; a
+    direction whose eigenvalue is below ``rtol`` times the largest (N = ``n_items`` <= D) becomes a zero column."""
+    D, k = columns.shape
+    positive = eigenvalues[:k] > rtol * max(float(eigenvalues[0]), np.finfo(np.float64).tiny)
+    inv_std = np.zeros(k)
+    inv_std[positive] = 1.0 / np.sqrt(eigenvalues[:k][positive])
+    columns *= inv_std  # (D, k)
+    if not positive.all():
+        logger.warning(
+            "%d of %d kept directions have zero variance (N=%d, D=%d): their columns are zero",
+            int((~positive).sum()),
+            k,
+            n_items,
+            D,
         )
 
 

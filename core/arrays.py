@@ -1,13 +1,16 @@
-"""Array conventions shared by the core modules: float64 matrices, checked once at the boundary."""
+"""Array conventions shared by every package: the typed array aliases, float64 matrices checked once at the boundary."""
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["Float64Array", "as_matrix"]
+__all__ = ["BoolArray", "Float32Array", "Float64Array", "IntArray", "as_matrix"]
 
+BoolArray = NDArray[np.bool_]
+Float32Array = NDArray[np.float32]
 Float64Array = NDArray[np.float64]
+IntArray = NDArray[np.int64]
 
 
 def as_matrix(x: ArrayLike, name: str) -> Float64Array:

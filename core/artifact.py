@@ -1,4 +1,4 @@
-"""The artifact contract between the exporter and the service (DESIGN.md §5).
+"""The artifact contract between the exporter and the service.
 
 An artifact is one immutable directory per model version::
 
@@ -30,7 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
     "CURRENT_FILE",
+    "ITEMS_FILE",
+    "ITEM_IDS_FILE",
     "MANIFEST_FILE",
+    "POPULARITY_FILE",
     "SCHEMA_VERSION",
     "ArtifactError",
     "Dims",
@@ -49,6 +52,9 @@ __all__ = [
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 CURRENT_FILE = "CURRENT"
+ITEMS_FILE = "items.npy"
+ITEM_IDS_FILE = "item_ids.json"
+POPULARITY_FILE = "popularity.npy"
 
 
 class ArtifactError(ValueError):
@@ -70,7 +76,7 @@ class Dims(_Frozen):
 
 class SemanticQuerySpec(_Frozen):
     """The content term folded into the encoder graph: ``q = u + beta * s * [m_s ; 0]``, ``m_s`` the mean of the
-    first ``semantic_dim`` coordinates of the last ``last_n`` history rows (``training.semantic_query``)."""
+    first ``semantic_dim`` coordinates of the last ``last_n`` history rows (``training.models.semantic_query``)."""
 
     beta: float = Field(gt=0)
     last_n: int = Field(gt=0)
@@ -140,9 +146,9 @@ class Manifest(_Frozen):
     encoder: EncoderSpec
     index: IndexSpec
     text_encoder: TextEncoderSpec | None = None
-    items_file: str = "items.npy"
-    item_ids_file: str = "item_ids.json"
-    popularity_file: str = "popularity.npy"
+    items_file: str = ITEMS_FILE
+    item_ids_file: str = ITEM_IDS_FILE
+    popularity_file: str = POPULARITY_FILE
     basis_file: str | None = "semantic_basis.npz"
     training_config: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)

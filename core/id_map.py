@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from core.arrays import Float64Array, as_matrix
+from core.arrays import Float64Array, IntArray, as_matrix
 
 __all__ = ["IdMap", "fit_id_map", "predict_id"]
 
@@ -77,15 +77,8 @@ def fit_id_map(
     X, Y = as_matrix(language, "language"), as_matrix(id_parts, "id_parts")
     if len(X) != len(Y):
         raise ValueError(f"language has {len(X)} rows but id_parts has {len(Y)}")
-    if not 0.0 <= holdout < 1.0:
-        raise ValueError(f"holdout must be in [0, 1), got {holdout}")
-    order = np.random.default_rng(seed).permutation(len(X))
-    n_out = round(holdout * len(X))
-    out, fit = order[:n_out], order[n_out:]
-    if len(fit) < 2 or (holdout > 0 and n_out < 1):
-        raise ValueError(
-            f"{len(X)} items with holdout={holdout} leave {len(fit)} to fit, {n_out} held out"
-        )
+    out, fit = _holdout_split(len(X), holdout, seed)
+    n_out = len(out)
     grid = _ridge_grid(X[fit], ridges)
     if n_out == 0 and len(grid) != 1:
         raise ValueError(f"holdout=0 cannot choose among {len(grid)} ridges; give exactly one")
@@ -107,6 +100,20 @@ def fit_id_map(
         r2[best],
     )
     return IdMap(chosen.x_mean, chosen.weights, chosen.y_mean, chosen.ridge, float(r2[best]))
+
+
+def _holdout_split(n: int, holdout: float, seed: int) -> tuple[IntArray, IntArray]:
+    """A seeded split of n items: (held-out rows, rows to fit), the first ``round(holdout * n)`` of a permutation."""
+    if not 0.0 <= holdout < 1.0:
+        raise ValueError(f"holdout must be in [0, 1), got {holdout}")
+    order = np.random.default_rng(seed).permutation(n)
+    n_out = round(holdout * n)
+    out, fit = order[:n_out], order[n_out:]
+    if len(fit) < 2 or (holdout > 0 and n_out < 1):
+        raise ValueError(
+            f"{n} items with holdout={holdout} leave {len(fit)} to fit, {n_out} held out"
+        )
+    return out, fit
 
 
 def predict_id(language: ArrayLike, id_map: IdMap) -> Float64Array:

@@ -1,1 +1,1 @@
-"""Exporter: a training run -> an immutable, versioned serving artifact (DESIGN.md §5)."""
+"""Exporter: a training run -> an immutable, versioned serving artifact (the contract: ``core.artifact``)."""

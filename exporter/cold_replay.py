@@ -23,17 +23,18 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from core.artifact import ITEM_IDS_FILE
 from exporter.export import export_run
 from exporter.index import IndexKind
 from exporter.quickstart import serving
-from training import evaluate as ev
-from training.checkpoint import load_run
-from training.cold_items import ColdItemSplit
-from training.config import ExperimentConfig
 from training.data.dataset import Examples
-from training.recommender import Recommender
-from training.semantic_query import semantic_query_vectors
-from training.train import Prepared, prepare
+from training.evaluation import evaluate as ev
+from training.experiment import Prepared, prepare
+from training.models.recommender import Recommender
+from training.models.semantic_query import semantic_query_vectors
+from training.protocols.cold_items import ColdItemSplit
+from training.run.checkpoint import load_run
+from training.run.rundir import RunDir
 
 __all__ = ["REPLAY_K", "replay_cold_items"]
 
@@ -62,13 +63,13 @@ def replay_cold_items(
         index_kind: the artifact's index (``flat``: exact).
         with_warm: replay the warm test cases too.
         semantic_query_beta: export (and compute the offline figures) with the semantic query of this ``beta``
-            (``training.semantic_query``; 0: the plain user vector).
+            (``training.models.semantic_query``; 0: the plain user vector).
 
     Returns:
         ``offline`` and ``served`` HR@10 / NDCG@10 per case set (``cold``, optionally ``warm``), their absolute
         differences, the case counts, how many history ids the service did not know, and the seconds taken.
     """
-    config = ExperimentConfig.model_validate(json.loads((run_dir / "config.json").read_text()))
+    config = RunDir(run_dir).read_config()
     prepared = prepared or prepare(config, with_text=False)
     split = prepared.split
     if not isinstance(split, ColdItemSplit):
@@ -192,4 +193,4 @@ def _score_diff(
 
 
 def _artifact_items(artifact: Path) -> int:
-    return len(json.loads((artifact / "item_ids.json").read_text()))
+    return len(json.loads((artifact / ITEM_IDS_FILE).read_text()))

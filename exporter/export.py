@@ -1,4 +1,4 @@
-"""A finished training run -> one immutable artifact version (DESIGN.md §5, ``core.artifact``).
+"""A finished training run -> one immutable artifact version (the contract: ``core.artifact``).
 
 ``export_run`` writes every file into ``<out_root>/.tmp-<version>-<random>/``: the item table and ids, popularity,
 the semantic basis (AlphaFuse), the user encoder as ONNX (checked against torch on real item rows), the FAISS
@@ -29,7 +29,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from core.artifact import (
+    ITEM_IDS_FILE,
+    ITEMS_FILE,
     MANIFEST_FILE,
+    POPULARITY_FILE,
     SCHEMA_VERSION,
     Dims,
     EncoderSpec,
@@ -44,11 +47,11 @@ from core.artifact import (
 from exporter.index import IndexKind, build_index
 from exporter.onnx_encoder import UserEncoder, encoder_outputs, export_user_encoder, parity_diffs
 from exporter.text_encoder import export_text_encoder
-from training.checkpoint import BASIS_FILE, CONFIG_FILE, LoadedRun, load_run
-from training.cold_items import HELD_OUT_FILE
-from training.embeddings import alphafuse_with_null_space
+from training.items.embeddings import alphafuse_with_null_space
 from training.models.dreamrec import DreamRecEncoder
-from training.semantic_query import SemanticQueryEncoder
+from training.models.semantic_query import SemanticQueryEncoder
+from training.run.checkpoint import LoadedRun, load_run
+from training.run.rundir import RunDir
 
 __all__ = ["MAX_PARITY_DIFF", "export_run"]
 
@@ -74,14 +77,14 @@ def export_run(
     """Export ``run_dir`` as ``out_root/<version>`` and return that path.
 
     Args:
-        run_dir: a finished training run (``training.train.run_experiment``).
+        run_dir: a finished training run (``training.experiment.run_experiment``).
         out_root: the artifact root (created if needed); it also holds ``CURRENT``.
         index_kind: ``auto`` (exact below ``exact_threshold`` items, else ``pq``; see ``exporter.index``),
             ``flat``, ``pq``, ``hnsw`` or ``ivf``.
         exact_threshold: catalogue size from which ``auto`` builds an approximate index.
         version: the version name; default ``YYYYMMDDTHHMMSSZ-<first 8 hex of items.npy's sha256>``.
         make_current: point ``out_root/CURRENT`` at the new version.
-        semantic_query_beta: > 0 folds the semantic query (``training.semantic_query``) with this ``beta`` into
+        semantic_query_beta: > 0 folds the semantic query (``training.models.semantic_query``) with this ``beta`` into
             the user encoder graph (AlphaFuse only): every user vector gains a content term from the language
             coordinates of the last history items, which lifts items added from their text.
         ddim_steps: DreamRec only: unroll the guided DDIM sampler with this many denoiser calls instead of the
@@ -167,11 +170,12 @@ def _write_artifact(
 ) -> Manifest:
     config, basis = run.config, run.basis
     mode = config.embedding.mode
-    (out / "items.npy").write_bytes(items_npy)
-    (out / "item_ids.json").write_text(json.dumps(run.item_ids) + "\n")
-    np.save(out / "popularity.npy", _popularity(run, run_dir), allow_pickle=False)
+    (out / ITEMS_FILE).write_bytes(items_npy)
+    (out / ITEM_IDS_FILE).write_text(json.dumps(run.item_ids) + "\n")
+    np.save(out / POPULARITY_FILE, _popularity(run, run_dir), allow_pickle=False)
+    files = RunDir(run_dir)
     if basis is not None:
-        shutil.copyfile(run_dir / BASIS_FILE, out / BASIS_FILE)
+        shutil.copyfile(files.basis, out / files.basis.name)
     sampler = run.model.encoder
     encoder = EncoderSpec(
         max_len=config.data.max_len,
@@ -198,9 +202,9 @@ def _write_artifact(
         encoder=encoder,
         index=index_spec,
         text_encoder=text,
-        basis_file=BASIS_FILE if basis is not None else None,
-        training_config=json.loads((run_dir / CONFIG_FILE).read_text()),
-        metrics=_metrics(run_dir / "metrics.json"),
+        basis_file=files.basis.name if basis is not None else None,
+        training_config=json.loads(files.config.read_text()),
+        metrics=_metrics(files.metrics),
         files=_checksums(out),
     )
     write_manifest(out, manifest)
@@ -281,13 +285,11 @@ def _drop_held_out(
     run: LoadedRun, run_dir: Path, table: NDArray[np.float32]
 ) -> tuple[LoadedRun, NDArray[np.float32]]:
     """Without the rows listed in ``run_dir/held_out_items.json`` (if any): the run's ids, popularity, table."""
-    path = run_dir / HELD_OUT_FILE
+    files = RunDir(run_dir)
+    path = files.held_out
     if not path.is_file():
         return run, table
-    try:
-        held_out = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable JSON: {exc}") from exc
+    held_out = files.read_json(path)
     if not isinstance(held_out, list) or not all(isinstance(i, str) for i in held_out):
         raise ValueError(f"{path}: expected a JSON list of item id strings")
     unknown = sorted(set(held_out) - set(run.item_ids))

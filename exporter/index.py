@@ -31,8 +31,9 @@ from typing import Literal
 
 import faiss
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
+from core.arrays import Float32Array, IntArray
 from core.artifact import IndexSpec
 
 __all__ = ["IndexKind", "build_index", "recall_at_k"]
@@ -40,8 +41,6 @@ __all__ = ["IndexKind", "build_index", "recall_at_k"]
 logger = logging.getLogger(__name__)
 
 IndexKind = Literal["auto", "flat", "pq", "hnsw", "ivf"]
-FloatArray = NDArray[np.float32]
-IntArray = NDArray[np.int64]
 
 K = 10
 EF_SEARCH = (64, 1024)  # first and last efSearch tried
@@ -115,7 +114,7 @@ def build_index(
 
 
 def recall_at_k(
-    items: FloatArray, queries: FloatArray, found: IntArray, kth_scores: FloatArray
+    items: Float32Array, queries: Float32Array, found: IntArray, kth_scores: Float32Array
 ) -> float:
     """Share of returned ids (Q, k) whose exact score reaches the exact k-th score of their query (ties count)."""
     valid = found >= 0  # (Q, k), FAISS pads with -1
@@ -126,7 +125,7 @@ def recall_at_k(
 
 
 def _pq_refine(
-    x: FloatArray, q: FloatArray, kth: FloatArray, k: int, target: float
+    x: Float32Array, q: Float32Array, kth: Float32Array, k: int, target: float
 ) -> tuple[faiss.Index, dict[str, int], float]:
     n, d = x.shape
     pq_m = d // 2 if d % 2 == 0 else d  # two dimensions per 4-bit sub-quantiser (one when d is odd)
@@ -154,9 +153,9 @@ def _pq_refine(
 
 
 def _hnsw(
-    x: FloatArray,
-    q: FloatArray,
-    kth: FloatArray,
+    x: Float32Array,
+    q: Float32Array,
+    kth: Float32Array,
     k: int,
     m: int,
     ef_construction: int,
@@ -178,7 +177,7 @@ def _hnsw(
 
 
 def _ivf(
-    x: FloatArray, q: FloatArray, kth: FloatArray, k: int, target: float
+    x: Float32Array, q: Float32Array, kth: Float32Array, k: int, target: float
 ) -> tuple[faiss.Index, dict[str, int], float]:
     n, d = x.shape
     nlist = max(1, min(round(4 * math.sqrt(n)), n // 39))  # k-means wants >= 39 points per list
@@ -196,7 +195,7 @@ def _ivf(
     return index, {"nlist": nlist, "nprobe": nprobe}, recall
 
 
-def _exact_search(x: FloatArray, q: FloatArray, k: int) -> tuple[FloatArray, IntArray]:
+def _exact_search(x: Float32Array, q: Float32Array, k: int) -> tuple[Float32Array, IntArray]:
     """Exact top-k by inner product, on the GPU when FAISS has one."""
     exact: faiss.Index
     if faiss.get_num_gpus() > 0:
@@ -209,7 +208,7 @@ def _exact_search(x: FloatArray, q: FloatArray, k: int) -> tuple[FloatArray, Int
     return scores, found
 
 
-def _queries(x: FloatArray, queries: ArrayLike | None, count: int, seed: int) -> FloatArray:
+def _queries(x: Float32Array, queries: ArrayLike | None, count: int, seed: int) -> Float32Array:
     if queries is not None:
         q = _matrix(queries, "queries")
         if q.shape[1] != x.shape[1]:
@@ -219,7 +218,7 @@ def _queries(x: FloatArray, queries: ArrayLike | None, count: int, seed: int) ->
     return np.ascontiguousarray(x[np.sort(rows)])  # (Q, d)
 
 
-def _matrix(values: ArrayLike, name: str) -> FloatArray:
+def _matrix(values: ArrayLike, name: str) -> Float32Array:
     x = np.ascontiguousarray(values, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"{name} must be a non-empty 2-D (rows, d) array, got shape {x.shape}")

@@ -24,7 +24,7 @@ from torch.jit._trace import TracerWarning
 
 from training.models.dreamrec import DreamRecEncoder
 from training.models.sasrec import SASRec
-from training.semantic_query import SemanticQueryEncoder
+from training.models.semantic_query import SemanticQueryEncoder
 
 UserEncoder = SASRec | DreamRecEncoder | SemanticQueryEncoder
 

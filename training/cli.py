@@ -16,10 +16,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from training.config import ExperimentConfig, load_config
+from training.config import ExperimentConfig, add_override_option, load_config
 
 if TYPE_CHECKING:
-    from training.train import Prepared
+    from training.experiment import Prepared
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 logger = logging.getLogger(__name__)
@@ -29,20 +29,13 @@ def add_training_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     """Register ``data``, ``train`` and ``evaluate`` on the ``recsys`` parser."""
     data = sub.add_parser("data", help="load a dataset, print its statistics and split sizes")
     data.add_argument("config", type=Path)
-    data.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_override_option(data)
     data.set_defaults(func=_data)
 
     train = sub.add_parser("train", help="train one model and test it once")
     train.add_argument("config", type=Path)
     train.add_argument("--run-dir", type=Path, help="default: runs/<config name>-<mode>-s<seed>")
-    train.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.lr=1e-3 (TOML literal)",
-    )
+    add_override_option(train)
     train.add_argument(
         "--resume", action="store_true", help="continue from the run's last checkpoint"
     )
@@ -55,7 +48,7 @@ def add_training_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
 def _data(args: argparse.Namespace) -> int:
     from training.data.dataset import format_stats
-    from training.train import prepare
+    from training.experiment import prepare
 
     config = load_config(args.config, args.overrides)
     prepared = prepare(config, with_text=False)
@@ -69,7 +62,7 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from training.train import run_experiment
+    from training.experiment import run_experiment
 
     config = load_config(args.config, args.overrides)
     run_dir = args.run_dir or Path("runs") / _run_name(config)
@@ -80,7 +73,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from training.train import evaluate_run
+    from training.experiment import evaluate_run
 
     metrics = evaluate_run(args.run_dir)
     _print_summary({args.run_dir.name: metrics})
@@ -92,7 +85,7 @@ def train_quickstart(
 ) -> tuple[dict[str, Path], Prepared]:
     """Fetch ml-100k, train each mode for a few epochs, print the results table; return the run dirs."""
     from training.data.quickstart import ensure_ml100k
-    from training.train import prepare, run_experiment
+    from training.experiment import prepare, run_experiment
 
     folder = ensure_ml100k()
     overrides = [
@@ -117,7 +110,7 @@ def _run_name(config: ExperimentConfig) -> str:
 
 
 def _print_summary(results: dict[str, dict[str, object]]) -> None:
-    from training.groups import format_metrics_table
+    from training.evaluation.groups import format_metrics_table
 
     rows = {}
     for name, metrics in results.items():

@@ -8,6 +8,7 @@ values are TOML literals (``train.lr=1e-3``, ``embedding.mode="id"``, ``train.se
 
 from __future__ import annotations
 
+import argparse
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -15,9 +16,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from training.data.readers import DataSource
-from training.text_embeddings import TextEmbeddingConfig
+from training.items.text_embeddings import TextEmbeddingConfig
 
-__all__ = ["ExperimentConfig", "load_config", "parse_override"]
+__all__ = ["ExperimentConfig", "add_override_option", "load_config", "parse_override"]
 
 
 class _Section(BaseModel):
@@ -104,7 +105,7 @@ class EmbeddingConfig(_Section):
 
 
 class LLMESRSettings(_Section):
-    """LLM-ESR only (model.name = "llmesr"); defaults are the paper's (ALGORITHMS.md §4, §8).
+    """LLM-ESR only (model.name = "llmesr"); defaults are the paper's (docs/algorithms.md, "LLM-ESR").
 
     The paper also uses num_blocks 2, dropout 0.5, train.loss "bce" with 1 per-example negative,
     batch 128, lr 1e-3: set those in [model]/[train] (benchmarks/quality.py does).
@@ -256,6 +257,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except tomllib.TOMLDecodeError:
         value = None if raw.strip() == "none" else raw.strip()
     return key.strip().split("."), value
+
+
+def add_override_option(
+    parser: argparse.ArgumentParser,
+    help_text: str = "override a config value, e.g. --set train.lr=1e-3 (TOML literal)",
+) -> None:
+    """The repeatable ``--set KEY=VALUE`` option of every command that loads a config: the values land in
+    ``args.overrides``, for `load_config`."""
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_text
+    )
 
 
 def load_config(path: Path, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from training.config import ExperimentConfig, load_config
-from training.train import Prepared, prepare, run_experiment
+from training.experiment import Prepared, prepare, run_experiment
 
 CONFIG = Path(__file__).resolve().parents[2] / "training" / "configs" / "ml-100k.toml"
 TINY = ["data.max_len=20", "train.max_epochs=1", "train.threads=1"]

@@ -1,4 +1,4 @@
-"""training.checkpoint.load_run: a run directory back into the same model, without the data; clear errors."""
+"""training.run.checkpoint.load_run: a run directory back into the same model, without the data; clear errors."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ import torch
 from safetensors.torch import load_file
 
 from core.alphafuse import load_basis
-from training.checkpoint import load_run
-from training.embeddings import AlphaFuseEmbedding, IDEmbedding
-from training.recommender import SequentialRecommender
-from training.train import Prepared, build_model
+from training.items.embeddings import AlphaFuseEmbedding, IDEmbedding
+from training.models.recommender import SequentialRecommender
+from training.run.builder import Prepared, build_model
+from training.run.checkpoint import load_run
 
 RUN_FILES = ["config.json", "item_ids.json", "model.safetensors", "popularity.npy"]
 
 
 def _trained_model(run_dir: Path, prepared: Prepared) -> SequentialRecommender:
-    """The model as training rebuilds it from the data (training.train.evaluate_run's way)."""
+    """The model as training rebuilds it from the data (training.experiment.evaluate_run's way)."""
     run = load_run(run_dir)
     basis_file = run_dir / "semantic_basis.npz"
     basis = load_basis(basis_file) if basis_file.exists() else None

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from exporter.cold_replay import replay_cold_items
-from training.cold_items import HELD_OUT_FILE
 from training.config import load_config
-from training.train import run_experiment
+from training.experiment import run_experiment
+from training.run.rundir import HELD_OUT_FILE
 
 CONFIG = Path(__file__).resolve().parents[2] / "training" / "configs" / "ml-100k.toml"
 

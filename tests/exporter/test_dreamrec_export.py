@@ -11,10 +11,10 @@ import torch
 from core.artifact import open_artifact
 from exporter.export import MAX_PARITY_DIFF, export_run
 from exporter.onnx_encoder import encoder_parity, export_user_encoder, ort_session
-from training.checkpoint import load_run
 from training.config import load_config
+from training.experiment import run_experiment
 from training.models.dreamrec import DreamRecEncoder
-from training.train import run_experiment
+from training.run.checkpoint import load_run
 
 CONFIG = (
     Path(__file__).resolve().parents[2] / "training" / "configs" / "amazon14-beauty-dreamrec.toml"

@@ -17,7 +17,7 @@ from core.artifact import ArtifactError, open_artifact, resolve_artifact
 from exporter.cli import add_export_command
 from exporter.export import MAX_PARITY_DIFF, export_run
 from exporter.onnx_encoder import ort_session, parity_diffs
-from training.checkpoint import load_run
+from training.run.checkpoint import load_run
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ def test_semantic_query_is_exported_in_the_encoder_graph_and_served(
 
     from service.metrics import ServiceMetrics
     from service.runtime import ModelRuntime, Query
-    from training.semantic_query import semantic_query_vectors
+    from training.models.semantic_query import semantic_query_vectors
 
     path = export_run(alphafuse_run, tmp_path / "a", version="semq", semantic_query_beta=0.5)
     spec = open_artifact(path).encoder.semantic_query

@@ -43,7 +43,7 @@ def key_prefix(redis_url: str) -> Iterator[str]:
 
 def train_tiny(shared: Path, run_dir: Path, *extra: str) -> Path:
     from training.config import load_config
-    from training.train import run_experiment
+    from training.experiment import run_experiment
 
     config = load_config(
         REPO / "training" / "configs" / "ml-100k.toml",

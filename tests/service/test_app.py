@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from core.alphafuse import cold_start, load_basis
 from service.app import create_app
 from service.settings import Settings
-from training.text_embeddings import TextEmbeddingConfig, embed_item_texts
+from training.items.text_embeddings import TextEmbeddingConfig, embed_item_texts
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from core.artifact import open_artifact
 from service.app import create_app
 from service.settings import Settings
 from tests.service.conftest import train_tiny
-from training.checkpoint import load_run
+from training.run.checkpoint import load_run
 
 
 @pytest.fixture(scope="module")

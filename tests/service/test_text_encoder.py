@@ -12,7 +12,7 @@ from exporter.text_encoder import export_text_encoder
 from service.text_encoder import OnnxTextEncoder
 from training.config import load_config
 from training.data.readers import load_dataset
-from training.text_embeddings import TextEmbeddingConfig, embed_item_texts
+from training.items.text_embeddings import TextEmbeddingConfig, embed_item_texts
 
 BEAUTY = Path(__file__).resolve().parents[2] / "training" / "configs" / "amazon14-beauty.toml"
 

@@ -12,24 +12,24 @@ import torch
 from safetensors.torch import load_file
 
 from core.alphafuse import SemanticBasis, cold_start
-from training import cold_items as cold
-from training import cold_remedies as remedies
-from training import evaluate as ev
-from training.cold_baselines import popularity_scorer, text_knn_scorer
 from training.config import ExperimentConfig, load_config
 from training.data.readers import DataSource
-from training.embeddings import AlphaFuseEmbedding, IDEmbedding
-from training.models.sasrec import SASRec, SASRecConfig
-from training.recommender import LossConfig, Recommender, SequentialRecommender, sample_negatives
-from training.semantic_query import semantic_query_scorer, semantic_query_vectors
-from training.train import (
-    Prepared,
-    _seed_everything,
-    build_model,
-    fit_basis,
-    prepare,
-    run_experiment,
+from training.evaluation import evaluate as ev
+from training.experiment import Prepared, _seed_everything, prepare, run_experiment
+from training.items.embeddings import AlphaFuseEmbedding, IDEmbedding
+from training.models.recommender import (
+    LossConfig,
+    Recommender,
+    SequentialRecommender,
+    sample_negatives,
 )
+from training.models.sasrec import SASRec, SASRecConfig
+from training.models.semantic_query import semantic_query_scorer, semantic_query_vectors
+from training.protocols import cold_items as cold
+from training.protocols.cold_items import remedies as remedies
+from training.protocols.cold_items.baselines import popularity_scorer, text_knn_scorer
+from training.run.builder import build_model, fit_basis
+from training.run.rundir import HELD_OUT_FILE
 
 CONFIG = Path(__file__).resolve().parents[2] / "training" / "configs" / "ml-100k.toml"
 TINY = [
@@ -233,7 +233,7 @@ def test_cold_items_get_no_gradient(
         assert "remedy_semantic_query" not in metrics
         with pytest.raises(ValueError, match="needs an alphafuse model"):
             semantic_query_scorer(trained, 1.0)(_split(prepared).cold_test.histories[:2])
-    assert (tmp_path / cold.HELD_OUT_FILE).is_file()
+    assert (tmp_path / HELD_OUT_FILE).is_file()
 
 
 def test_sample_negatives_stays_in_its_pool() -> None:
@@ -273,7 +273,7 @@ def test_centred_text_knn_ignores_a_shared_component(prepared: Prepared) -> None
     split = _split(prepared)
     text = prepared.text_embeddings
     assert text is not None
-    rows = cold.warm_rows(split)
+    rows = split.rules.fit_rows
     assert rows is not None
     histories = split.cold_test.histories[:16]
     shifted = text + 3.0 * np.abs(text).max()  # every text gains the same large component

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from training import diffusion as dif
+from training.models import diffusion as dif
 
 NAMES: list[dif.ScheduleName] = ["linear", "cosine", "exp", "sqrt"]
 

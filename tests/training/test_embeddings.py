@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from core.alphafuse import fit_semantic_basis, fuse, project
-from training.embeddings import AlphaFuseEmbedding, build_item_embedding
+from training.items.embeddings import AlphaFuseEmbedding, build_item_embedding
+from training.models.recommender import LossConfig, SequentialRecommender
 from training.models.sasrec import SASRec, SASRecConfig
-from training.recommender import LossConfig, SequentialRecommender
 
 
 def _text(n: int = 60, D: int = 24) -> np.ndarray:

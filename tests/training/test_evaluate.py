@@ -1,4 +1,4 @@
-"""Tests of training/evaluate.py: ranks, metrics, history masks, the full-ranking protocol.
+"""Tests of training/evaluation/evaluate.py: ranks, metrics, history masks, the full-ranking protocol.
 
 Also holds the case builders the sampled-protocol and group tests share (``make_examples``,
 ``leave_one_out_test``).
@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from numpy.typing import NDArray
 
+from core.arrays import IntArray
 from training.data.dataset import Examples, SequenceDataset, offsets_from_lengths
-from training.evaluate import (
+from training.evaluation.evaluate import (
     KS,
     evaluate_full,
     history_mask,
@@ -23,8 +23,6 @@ from training.evaluate import (
     metrics_from_ranks,
     target_ranks,
 )
-
-IntArray = NDArray[np.int64]
 
 
 def make_examples(

@@ -1,4 +1,4 @@
-"""Tests of training/groups.py: Pareto thresholds, head/tail masks, metrics per group, the table."""
+"""Tests of training/evaluation/groups.py: Pareto thresholds, head/tail masks, metrics per group, the table."""
 
 from __future__ import annotations
 
@@ -10,8 +10,13 @@ import pytest
 
 from tests.training.test_evaluate import leave_one_out_test, make_examples
 from training.data.dataset import Examples, SequenceDataset
-from training.evaluate import metrics_from_ranks
-from training.groups import format_metrics_table, group_masks, metrics_by_group, pareto_thresholds
+from training.evaluation.evaluate import metrics_from_ranks
+from training.evaluation.groups import (
+    format_metrics_table,
+    group_masks,
+    metrics_by_group,
+    pareto_thresholds,
+)
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,16 @@ import pytest
 import torch
 
 from tests.training.test_evaluate import make_examples
-from training.checkpoint import load_run
 from training.config import EvalConfig, load_config
-from training.groups import group_masks
-from training.long_tail import LLMESR_THRESHOLDS, SampledEvaluator, resolve_thresholds
-from training.models.llmesr import LLMESR
-from training.recommender import sample_negatives
-from training.semantic_query import semantic_query_vectors
-from training.train import build_model, prepare, run_experiment
+from training.evaluation.groups import group_masks
+from training.evaluation.sampled import SampledEvaluator
+from training.experiment import prepare, run_experiment
+from training.models.llmesr.model import LLMESR
+from training.models.recommender import sample_negatives
+from training.models.semantic_query import semantic_query_vectors
+from training.protocols.long_tail import LLMESR_THRESHOLDS, resolve_thresholds
+from training.run.builder import build_model
+from training.run.checkpoint import load_run
 
 CONFIG = Path(__file__).resolve().parents[2] / "training" / "configs" / "ml-100k.toml"
 LLMESR_SETTINGS = [

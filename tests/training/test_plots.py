@@ -1,4 +1,4 @@
-"""Tests of training/plots.py: PNG files are written atomically and bad inputs are rejected."""
+"""Tests of training/evaluation/plots.py: PNG files are written atomically and bad inputs are rejected."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.groups import metrics_by_group
-from training.plots import plot_group_metrics, plot_validation_curve
+from training.evaluation.groups import metrics_by_group
+from training.evaluation.plots import plot_group_metrics, plot_validation_curve
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -64,7 +64,7 @@ def test_group_metrics_writes_png(tmp_path: Path) -> None:
 def test_plots_leave_pyplot_alone(tmp_path: Path) -> None:
     """In a fresh interpreter (other tests may import pyplot): plotting never loads pyplot."""
     code = (
-        "import sys; from pathlib import Path; from training.plots import plot_group_metrics; "
+        "import sys; from pathlib import Path; from training.evaluation.plots import plot_group_metrics; "
         "plot_group_metrics({'overall': {'HR@10': 0.3}}, 'HR@10', Path(sys.argv[1])); "
         "assert 'matplotlib.pyplot' not in sys.modules"
     )

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.embeddings import IDEmbedding
-from training.models.sasrec import SASRec, SASRecConfig
-from training.recommender import (
+from training.items.embeddings import IDEmbedding
+from training.models.recommender import (
     LossConfig,
     SequentialRecommender,
     pooled_negatives,
     sample_negatives,
 )
+from training.models.sasrec import SASRec, SASRecConfig
 
 
 def _model(loss: str, n: int = 30) -> SequentialRecommender:

@@ -1,4 +1,4 @@
-"""Tests of training/sampled.py: seeded candidate sets (exclusions, uniformity) and their ranks."""
+"""Tests of training/evaluation/sampled.py: seeded candidate sets (exclusions, uniformity) and their ranks."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from tests.training.test_evaluate import IntArray, leave_one_out_test, make_examples
+from core.arrays import IntArray
+from tests.training.test_evaluate import leave_one_out_test, make_examples
 from training.data.dataset import Examples, SequenceDataset
-from training.sampled import evaluate_sampled, sample_candidates
+from training.evaluation.sampled import evaluate_sampled, sample_candidates
 
 
 @pytest.fixture(scope="module")

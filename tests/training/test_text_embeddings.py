@@ -1,4 +1,4 @@
-"""Tests for training.text_embeddings with the real bundled all-MiniLM-L6-v2 encoder."""
+"""Tests for training.items.text_embeddings with the real bundled all-MiniLM-L6-v2 encoder."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from training import text_embeddings
-from training.text_embeddings import (
+from training.items import text_embeddings
+from training.items.text_embeddings import (
     TextEmbeddingConfig,
     embed_item_texts,
     load_embedding_npy,
@@ -81,7 +81,7 @@ def test_cache_dir_defaults_to_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 def test_shape_dtype_determinism_and_empty_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="training.text_embeddings"):
+    with caplog.at_level(logging.WARNING, logger="training.items.text_embeddings"):
         first = embed_item_texts(TEXTS, _config(tmp_path / "a"))
     assert first.shape == (4, 384)
     assert first.dtype == np.float32

@@ -11,10 +11,11 @@ from safetensors.torch import load_file
 
 from core.alphafuse import load_basis
 from exporter.cli import main
-from training import evaluate as ev
 from training.config import load_config
-from training.semantic_query import semantic_query_scorer
-from training.train import build_model, configure_torch, evaluate_run, prepare, run_experiment
+from training.evaluation import evaluate as ev
+from training.experiment import configure_torch, evaluate_run, prepare, run_experiment
+from training.models.semantic_query import semantic_query_scorer
+from training.run.builder import build_model
 
 CONFIG = Path(__file__).resolve().parents[2] / "training" / "configs" / "ml-100k.toml"
 TINY = ["train.max_epochs=2", "train.patience=1", "model.dropout=0.0", "data.max_len=20"]

@@ -4,21 +4,20 @@
 next to the item catalogue (``item_ids``/``item_texts``); item rows ``0..N-1`` are the ``item_idx``
 used everywhere in training. `Examples` and `Split` are what the protocols in
 `training.data.splits` return: left-padded history windows (pad index ``N``, most recent item in
-column ``L-1``), targets, and the CSR of all items seen before each target.
+column ``L-1``), targets, and the CSR of all items seen before each target. A `Split` also carries the
+`TrainingRules` of its protocol (by default: no restriction).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from numpy.typing import NDArray
+
+from core.arrays import BoolArray, IntArray
 
 logger = logging.getLogger(__name__)
-
-IntArray = NDArray[np.int64]
-BoolArray = NDArray[np.bool_]
 
 
 def concat_ranges(starts: IntArray, lengths: IntArray) -> IntArray:
@@ -285,11 +284,52 @@ class Examples:
 
 
 @dataclass(frozen=True, eq=False)
+class TrainingRules:
+    """Which item rows a split lets the trainer touch; the default (every field None) restricts nothing.
+
+    A protocol that holds items out of training (``cold_items``) fills these in; the basis fit, the model builder,
+    the training loop and the run directory read them without asking which protocol made the split.
+
+    Attributes:
+        fit_rows: (M,) item rows whose text may fit the AlphaFuse basis / the LLMInit projection; None: every row.
+        negative_pool: (P,) item rows that sampled negatives are drawn from; None: all N items.
+        loss_exclusion: (N,) True for the items the full-softmax loss leaves out; None: none.
+        held_out: (C,) sorted item rows held out of training, which the exporter leaves out of the artifact;
+            None: none.
+    """
+
+    fit_rows: IntArray | None = None
+    negative_pool: IntArray | None = None
+    loss_exclusion: BoolArray | None = None
+    held_out: IntArray | None = None
+
+    @classmethod
+    def holding_out(cls, rows: IntArray, num_items: int) -> TrainingRules:
+        """The rules of a split whose item ``rows`` receive no training at all: their text fits nothing, they are
+        never negatives, the full softmax leaves them out, and the exporter drops them."""
+        held_out = np.zeros(num_items, dtype=bool)
+        held_out[rows] = True
+        warm = np.flatnonzero(~held_out).astype(np.int64)  # (N - C,)
+        return cls(
+            fit_rows=warm,
+            negative_pool=warm,
+            loss_exclusion=held_out,
+            held_out=np.sort(np.asarray(rows, dtype=np.int64)),
+        )
+
+    def held_out_ids(self, item_ids: list[str]) -> list[str] | None:
+        """External ids of the held-out rows (``item_ids`` gives every row's); None when nothing is held out."""
+        if self.held_out is None:
+            return None
+        return [item_ids[i] for i in self.held_out.tolist()]
+
+
+@dataclass(frozen=True, eq=False)
 class Split:
     """A protocol's train/valid/test examples plus the sequences the trainer may see.
 
     Attributes:
-        protocol: ``"leave_one_out"`` or ``"cold_start_users"``.
+        protocol: ``"leave_one_out"``, ``"cold_start_users"`` or ``"cold_items"``.
         num_items: N (pad index == N).
         max_len: L, the history window.
         train: every prefix row of ``train_sequences`` (target at position t >= 1, history =
@@ -297,6 +337,7 @@ class Split:
         valid: validation examples.
         test: test examples.
         train_sequences: what the trainer may see (popularity, seen-in-train masks, LLM-ESR).
+        rules: which item rows the trainer may fit, draw as negatives, train and export.
     """
 
     protocol: str
@@ -306,6 +347,7 @@ class Split:
     valid: Examples
     test: Examples
     train_sequences: SequenceDataset
+    rules: TrainingRules = field(default_factory=TrainingRules, kw_only=True)
 
 
 def format_stats(stats: dict[str, float | int]) -> str:

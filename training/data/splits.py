@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from numpy.typing import NDArray
 
+from core.arrays import IntArray
 from training.data.dataset import (
     Examples,
     SequenceDataset,
@@ -22,8 +22,6 @@ from training.data.dataset import (
 )
 
 logger = logging.getLogger(__name__)
-
-IntArray = NDArray[np.int64]
 
 
 def window_examples(

@@ -1,1 +1,1 @@
-"""Sequence encoders: one model, one file."""
+"""Sequence encoders and the recommenders built on them: SASRec, DreamRec (+ its diffusion process), LLM-ESR."""

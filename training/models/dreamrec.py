@@ -1,13 +1,13 @@
 """DreamRec (NeurIPS'23) as AlphaFuse's diffusion backbone: generate the next item's embedding, then rank by it.
 
 One model, one file. The condition c is the SASRec encoder's output at the last position of a left-padded history
-(ALGORITHMS.md §3.2); the denoiser is DreamRec's single linear layer over ``[x_t ; c ; t_emb]`` with the timestep
-embedding sinusoid(256) -> Linear(256, d) -> GELU -> Linear(d, d) (frequencies exp(-ln(1e4) i / (half - 1)),
-order [sin, cos]). Training is x0-prediction MSE on the target's (fused) item embedding with classifier-free
-guidance dropout; the user vector is the generated x0, by guided DDIM from a fixed initial point (zeros, or one
-seeded noise vector shared by every user) so that evaluation and serving are deterministic, or by the full
-ancestral sampler (seeded). Items are ranked by the inner product of that vector with the item table, so the
-same FAISS index serves SASRec and DreamRec artifacts.
+(docs/algorithms.md, "DreamRec"); the denoiser is DreamRec's single linear layer over ``[x_t ; c ; t_emb]`` with
+the timestep embedding sinusoid(256) -> Linear(256, d) -> GELU -> Linear(d, d) (frequencies
+exp(-ln(1e4) i / (half - 1)), order [sin, cos]). Training is x0-prediction MSE on the target's (fused) item
+embedding with classifier-free guidance dropout; the user vector is the generated x0, by guided DDIM from a fixed
+initial point (zeros, or one seeded noise vector shared by every user) so that evaluation and serving are
+deterministic, or by the full ancestral sampler (seeded). Items are ranked by the inner product of that vector with
+the item table, so the same FAISS index serves SASRec and DreamRec artifacts.
 
 ``DreamRecEncoder.encode(item_emb, mask)`` is the whole user encoder (condition + sampler); the exporter traces it
 into one ONNX graph with the same inputs and output as the SASRec encoder. ``DreamRec`` adds the item embeddings
@@ -21,24 +21,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 
-from training import diffusion as dif
-from training.embeddings import ItemEmbedding
+from training.items.embeddings import ItemEmbedding, trim_padding
+from training.models import diffusion as dif
 from training.models.sasrec import SASRec, SASRecConfig
-
-if TYPE_CHECKING:
-    from training.config import ExperimentConfig
 
 __all__ = [
     "DiffusionSettings",
     "DreamRec",
     "DreamRecConfig",
     "DreamRecEncoder",
-    "dreamrec_config",
 ]
 
 SamplerName = Literal["ddim", "ancestral"]
@@ -153,7 +149,7 @@ class DreamRecEncoder(nn.Module):
         d, w = self.config.dim, self.w
         weight, bias = self.denoiser.weight, self.denoiser.bias  # (d, 3d), (d,)
         w_x, w_c, w_t = weight[:, :d], weight[:, d : 2 * d], weight[:, 2 * d :]  # 3 x (d, d)
-        mixed = (1 + w) * cond - w * self.null  # (B, d)
+        mixed = dif.guidance_mix(cond, self.null, w)  # (B, d)
         const = mixed @ w_c.T + bias  # (B, d)
 
         def x0_fn(x: torch.Tensor, t: int) -> torch.Tensor:
@@ -188,9 +184,7 @@ class DreamRec(nn.Module):
 
     def _embedded(self, histories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T) left-padded indices -> (B, T', d) embeddings, (B, T') mask; all-padding columns dropped."""
-        mask = histories != self.num_items  # (B, T)
-        first = int(mask.any(0).float().argmax()) if bool(mask.any()) else histories.shape[1] - 1
-        histories, mask = histories[:, first:], mask[:, first:]  # (B, T')
+        histories, mask = trim_padding(histories, self.num_items)  # (B, T')
         return self.items(histories), mask
 
     def user_vectors(self, histories: torch.Tensor) -> torch.Tensor:
@@ -212,28 +206,3 @@ class DreamRec(nn.Module):
         ``negatives`` and ``users`` are accepted for the trainer's interface and unused."""
         del negatives, users
         return self.encoder.loss(*self._embedded(histories), self.items(targets))
-
-
-def dreamrec_config(config: ExperimentConfig, max_len: int) -> DreamRecConfig:
-    """The model config of an experiment (``model`` section for the encoder, ``diffusion`` for the rest)."""
-    m, dc = config.model, config.diffusion
-    encoder = SASRecConfig(
-        dim=config.embedding.dim,
-        max_len=max_len,
-        num_blocks=m.num_blocks,
-        num_heads=m.num_heads,
-        dropout=m.dropout,
-    )
-    settings = DiffusionSettings(
-        timesteps=dc.timesteps,
-        schedule=dc.schedule,
-        beta_start=dc.beta_start,
-        beta_end=dc.beta_end,
-        p_uncond=dc.p_uncond,
-        w=dc.w,
-        sampler=dc.sampler,
-        steps=dc.steps,
-        init_noise=dc.init_noise,
-        noise_seed=dc.noise_seed,
-    )
-    return DreamRecConfig(encoder=encoder, diffusion=settings)

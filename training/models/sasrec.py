@@ -5,7 +5,7 @@ the last position (the most recent item), so sequences are LEFT-padded. Item emb
 encoder takes the embedded sequence (B, T, d) and a mask, so that the same graph serves items added after
 training (the exporter relies on this), and input/output item embeddings are tied by the caller.
 
-Layout of one block (ALGORITHMS.md §2)::
+Layout of one block (docs/algorithms.md, "SASRec")::
 
     q = LN1(x);  a = MHA(q, x, x) + q          # keys/values from x, padding keys and future keys masked
     f = LN(Drop(W2 Drop(ReLU(W1 LN2(a)))) + LN2(a));  x = f * mask

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.data.dataset import Examples, SequenceDataset, concat_ranges, format_stats
+from training.data.dataset import (
+    Examples,
+    SequenceDataset,
+    TrainingRules,
+    concat_ranges,
+    format_stats,
+)
 
 
 def small() -> SequenceDataset:
@@ -118,3 +124,19 @@ def test_examples_shapes_are_checked() -> None:
             np.array([0, 1]),
             np.zeros(1, np.int64),
         )
+
+
+def test_training_rules_hold_rows_out_of_every_training_step() -> None:
+    rules = TrainingRules.holding_out(np.array([3, 1], dtype=np.int64), 5)
+    assert rules.fit_rows is not None
+    assert rules.fit_rows.tolist() == [0, 2, 4]
+    assert rules.negative_pool is not None
+    assert rules.negative_pool.tolist() == [0, 2, 4]
+    assert rules.loss_exclusion is not None
+    assert rules.loss_exclusion.tolist() == [False, True, False, True, False]
+    assert rules.held_out is not None
+    assert rules.held_out.tolist() == [1, 3]
+    assert rules.held_out_ids(["a", "b", "c", "d", "e"]) == ["b", "d"]
+    free = TrainingRules()  # what every split carries unless its protocol says otherwise
+    assert (free.fit_rows, free.negative_pool, free.loss_exclusion, free.held_out) == (None,) * 4
+    assert free.held_out_ids(["a", "b"]) is None

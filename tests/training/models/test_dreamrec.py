@@ -9,18 +9,18 @@ import pytest
 import torch
 
 from core.alphafuse import fit_semantic_basis
-from training import diffusion as dif
 from training.config import load_config
-from training.embeddings import AlphaFuseEmbedding, build_item_embedding
+from training.experiment import prepare
+from training.items.embeddings import AlphaFuseEmbedding, build_item_embedding
+from training.models import diffusion as dif
 from training.models.dreamrec import (
     DiffusionSettings,
     DreamRec,
     DreamRecConfig,
     DreamRecEncoder,
-    dreamrec_config,
 )
 from training.models.sasrec import SASRecConfig
-from training.train import prepare
+from training.run.builder import dreamrec_config
 
 CONFIGS = Path(__file__).resolve().parents[3] / "training" / "configs"
 

@@ -9,13 +9,7 @@ import torch.nn.functional as F
 
 from training.data.dataset import SequenceDataset
 from training.data.splits import leave_one_out
-from training.llmesr_setup import (
-    last_training_examples,
-    mean_item_embeddings,
-    similar_users,
-    user_prompts,
-)
-from training.models.llmesr import (
+from training.models.llmesr.model import (
     LLMESR,
     CrossAttention,
     DualViewEncoder,
@@ -23,7 +17,13 @@ from training.models.llmesr import (
     build_llmesr,
     pca_init,
 )
-from training.recommender import LossConfig
+from training.models.llmesr.setup import (
+    last_training_examples,
+    mean_item_embeddings,
+    similar_users,
+    user_prompts,
+)
+from training.models.recommender import LossConfig
 
 N, D_L, VIEW = 12, 16, 8
 

@@ -1,29 +1,41 @@
-"""A trained model's metrics: validation (full ranking) and the one test pass of a run (every protocol's figures)."""
+"""A trained model's metrics: validation (full ranking) and the parts of a run's one test pass.
+
+`test_rankings` ranks the test cases once by full ranking (history kept and masked) and once by the sampled
+protocol; `standard_test_metrics` turns them into metrics.json for the full-ranking protocols, beside the figures
+the split's protocol adds (``training.protocols.protocol_metrics``) or, without those, AlphaFuse's semantic query
+with ``beta`` chosen on validation (`semantic_query_metrics`). LLM-ESR's long-tail protocol assembles its own
+(``training.protocols.long_tail.long_tail_test_metrics``) from the same pieces.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from training import cold_items as cold
-from training import cold_remedies
-from training import evaluate as ev
-from training.cold_baselines import TEXT_KNN_LAST
+from core.arrays import BoolArray
 from training.config import ExperimentConfig
-from training.data.dataset import BoolArray, Examples, Split
-from training.embeddings import has_null_space
-from training.groups import group_masks, metrics_by_group
-from training.long_tail import PARTS, Part, long_tail_groups, long_tail_metrics, sampled_evaluator
-from training.recommender import Recommender, table_scorer
-from training.semantic_query import semantic_query_scorer, semantic_query_vectors
+from training.data.dataset import Examples, SequenceDataset, Split
+from training.evaluation import evaluate as ev
+from training.evaluation.groups import group_masks, metrics_by_group
+from training.evaluation.sampled import PARTS, Part, sampled_evaluator
+from training.items.embeddings import has_null_space
+from training.models.recommender import Recommender, table_scorer
+from training.models.semantic_query import LAST_N, semantic_query_scorer, semantic_query_vectors
 
-if TYPE_CHECKING:
-    from training.train import Prepared
-
-__all__ = ["full_metrics", "semantic_query_metrics", "test_metrics"]
+__all__ = [
+    "BetaRanker",
+    "TestRankings",
+    "full_metrics",
+    "full_ranker",
+    "sampled_ranker",
+    "semantic_query_metrics",
+    "standard_test_metrics",
+    "test_rankings",
+]
 
 
 @torch.no_grad()
@@ -57,7 +69,7 @@ def semantic_query_metrics(
     plain_test: ev.EvalResult,
     ks: Sequence[int] = ev.KS,
 ) -> dict[str, Any]:
-    """AlphaFuse served with its semantic query (`training.semantic_query`): ``beta`` chosen on the validation
+    """AlphaFuse served with its semantic query (`training.models.semantic_query`): ``beta`` chosen on the validation
     cases by ``train.select_metric`` among 0 and ``eval.semantic_query_betas`` (ties: the smaller), then the test
     cases ranked once at that ``beta``, with the head/tail groups at ``ks``.
 
@@ -72,14 +84,15 @@ def semantic_query_metrics(
     test = rank(beta, "test") if beta else plain_test
     return {
         "beta": beta,
-        "last_n": TEXT_KNN_LAST,
+        "last_n": LAST_N,
         "valid": [{"beta": b, metric: v} for b, v in zip(betas, valid, strict=True)],
         "test": test.metrics,
         "groups": metrics_by_group(test.ranks, masks, ks),
     }
 
 
-def _full_ranker(config: ExperimentConfig, split: Split, model: Recommender) -> BetaRanker:
+def full_ranker(config: ExperimentConfig, split: Split, model: Recommender) -> BetaRanker:
+    """Full ranking of the validation or test cases, history masked as ``eval.mask_history`` says."""
     cfg = config.eval
 
     def rank(beta: float, part: Part) -> ev.EvalResult:
@@ -95,9 +108,10 @@ def _full_ranker(config: ExperimentConfig, split: Split, model: Recommender) -> 
     return rank
 
 
-def _sampled_ranker(
+def sampled_ranker(
     config: ExperimentConfig, split: Split, model: Recommender, device: torch.device
 ) -> BetaRanker:
+    """The sampled protocol's ranking (1 + ``eval.sampled_negatives`` fixed candidates) of a run's part."""
     evaluators = {part: sampled_evaluator(config, split, part) for part in PARTS}
 
     def rank(beta: float, part: Part) -> ev.EvalResult:
@@ -111,17 +125,29 @@ def _sampled_ranker(
     return rank
 
 
+@dataclass(frozen=True, eq=False)
+class TestRankings:
+    """The test cases ranked once per protocol: full ranking (history kept and masked) and sampled 1 + K.
+
+    Attributes:
+        paired: the full rankings, history items kept and excluded.
+        sampled: the sampled protocol's ranking (K = ``eval.sampled_negatives``), HR/NDCG at 10 and 20.
+        with_semantic_query: the model is AlphaFuse with a null space and ``eval.semantic_query_betas`` is not
+            empty, so the semantic query is evaluated too.
+    """
+
+    paired: ev.PairedEvalResult
+    sampled: ev.EvalResult
+    with_semantic_query: bool
+
+
 @torch.no_grad()
-def test_metrics(
-    config: ExperimentConfig,
-    prepared: Prepared,
-    model: Recommender,
-    device: torch.device,
-) -> dict[str, Any]:
-    """Test once: full ranking (history kept and masked), sampled 1+100, head/tail groups, and AlphaFuse's
-    semantic query (beta chosen on validation) or, under ``cold_items``, the cold-item figures."""
+def test_rankings(
+    config: ExperimentConfig, split: Split, model: Recommender, device: torch.device
+) -> TestRankings:
+    """Rank the test cases of ``split`` (full ranking and sampled); the model goes to eval mode."""
     model.eval()
-    split, cfg = prepared.split, config.eval
+    cfg = config.eval
     paired = ev.evaluate_full(
         table_scorer(model),
         split.test,
@@ -131,51 +157,43 @@ def test_metrics(
     )
     sampled = sampled_evaluator(config, split, "test")(model, device, cfg.batch_size, (10, 20))
     with_semq = bool(cfg.semantic_query_betas) and has_null_space(model.items)
-    if cfg.protocol == "long_tail":  # the sampled ranks are primary; groups at its thresholds
-        masks, thresholds = long_tail_groups(config, prepared.dataset, split.test)
-        metrics = long_tail_metrics(
-            config, prepared.dataset, masks, thresholds, sampled.ranks, paired
-        )
-        if with_semq:
-            rank = _sampled_ranker(config, split, model, device)
-            metrics["semantic_query"] = semantic_query_metrics(
-                config, rank, masks, sampled, ks=(10, 20)
-            )
-        return metrics
-    return _standard_test_metrics(config, prepared, model, paired, sampled, with_semq)
+    return TestRankings(paired, sampled, with_semq)
 
 
-def _standard_test_metrics(
+@torch.no_grad()
+def standard_test_metrics(
     config: ExperimentConfig,
-    prepared: Prepared,
+    dataset: SequenceDataset,
+    split: Split,
     model: Recommender,
-    paired: ev.PairedEvalResult,
-    sampled: ev.EvalResult,
-    with_semq: bool,
+    rankings: TestRankings,
+    protocol: dict[str, Any],
 ) -> dict[str, Any]:
-    """metrics.json of a full-ranking run: the ``eval.mask_history`` ranking is primary."""
-    split, cfg = prepared.split, config.eval
+    """metrics.json of a full-ranking run: the ``eval.mask_history`` ranking is primary.
+
+    Args:
+        config: the run's config.
+        dataset: the dataset the split was made from (item popularity for the groups, statistics).
+        split: the run's split.
+        model: the trained model.
+        rankings: `test_rankings` of the model.
+        protocol: the figures the split's protocol adds (first in metrics.json); when there are none, AlphaFuse
+            with a null space gets its semantic query (``semantic_query``).
+    """
+    cfg = config.eval
+    paired, sampled = rankings.paired, rankings.sampled
     primary = paired.masked if cfg.mask_history else paired.unmasked
     masks = group_masks(
         split.test,
-        prepared.dataset.item_user_counts(),
+        dataset.item_user_counts(),
         None,
         cfg.tail_item_threshold,
         cfg.tail_user_threshold,
         head_share=cfg.head_share,
     )
-    extra = {}
-    if isinstance(split, cold.ColdItemSplit):
-        extra["cold_items"] = cold_remedies.cold_item_metrics(
-            model,
-            split,
-            table_scorer(model),
-            cfg.batch_size,
-            betas=cfg.semantic_query_betas,
-            remedies=cfg.cold_remedies,
-        )
-    elif with_semq:
-        rank = _full_ranker(config, split, model)
+    extra = dict(protocol)
+    if not extra and rankings.with_semantic_query:
+        rank = full_ranker(config, split, model)
         extra["semantic_query"] = semantic_query_metrics(config, rank, masks, primary)
     return {
         **extra,
@@ -187,5 +205,5 @@ def _standard_test_metrics(
         "test_sampled": sampled.metrics,
         "groups": metrics_by_group(primary.ranks, masks),
         "groups_sampled": metrics_by_group(sampled.ranks, masks, ks=(10,)),
-        "dataset": prepared.dataset.stats(),
+        "dataset": dataset.stats(),
     }

@@ -1,6 +1,6 @@
 """A sequential recommender = item embeddings (tied input/output) + a sequence encoder + a training loss.
 
-Losses (ALGORITHMS.md §2):
+Losses (docs/algorithms.md, "Losses"):
 - ``infonce``: cosine similarity / tau between the user vector and the target vs K sampled negatives,
   cross-entropy with the target at index 0. Trained with cosine, ranked with the raw dot product.
 - ``bce``: dot-product logits, BCE(target, 1) + BCE(negatives, 0), each averaged separately.
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from training.embeddings import ItemEmbedding
+from training.items.embeddings import ItemEmbedding, trim_padding
 from training.models.dreamrec import DreamRec
 from training.models.sasrec import SASRec
 
@@ -136,9 +136,7 @@ class SequentialRecommender(nn.Module):
 
     def user_vectors(self, histories: torch.Tensor) -> torch.Tensor:
         """(B, T) left-padded item indices (pad = N) -> (B, d). Leading all-padding columns are dropped."""
-        mask = histories != self.num_items  # (B, T)
-        first = int(mask.any(0).float().argmax()) if bool(mask.any()) else histories.shape[1] - 1
-        histories, mask = histories[:, first:], mask[:, first:]  # (B, T')
+        histories, mask = trim_padding(histories, self.num_items)  # (B, T')
         return self.encoder.encode(self.items(histories), mask)
 
     def scores(self, histories: torch.Tensor) -> torch.Tensor:

@@ -2,26 +2,26 @@
 (on the raw text embeddings, and centred on the trained items' mean text embedding).
 
 Both return a full-ranking score function ``(B, L) left-padded histories -> (B, N) scores`` that
-``training.cold_items.evaluate_cold_items`` (or ``training.evaluate.evaluate_full``) ranks like a model's.
+``training.protocols.cold_items.evaluate_cold_items`` (or ``training.evaluation.evaluate.evaluate_full``) ranks
+like a model's.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from core.arrays import IntArray
 from training.data.dataset import Split
+from training.models.semantic_query import LAST_N
+from training.protocols.cold_items.metrics import ScoreFn
 
 __all__ = ["BASELINES", "TEXT_KNN_LAST", "popularity_scorer", "text_knn_scorer"]
 
-IntArray = NDArray[np.int64]
-ScoreFn = Callable[[IntArray], torch.Tensor]
 
 BASELINES = ("popularity", "text_knn", "text_knn_centred")
-TEXT_KNN_LAST = 5
+TEXT_KNN_LAST = LAST_N  # the profile: as many recent items as the semantic query's content term
 
 
 def popularity_scorer(split: Split) -> ScoreFn:

@@ -3,33 +3,48 @@
 Each case's target is ranked against a fixed, seeded set of (by default 100) negatives the user has
 not interacted with (:func:`sample_candidates`, :func:`evaluate_sampled`). The original redraws
 them on every pass; here they are drawn once so runs are comparable. Ranks and metrics follow
-:mod:`training.evaluate` (0-based, ties in the target's favour).
+:mod:`training.evaluation.evaluate` (0-based, ties in the target's favour). `SampledEvaluator` holds one
+part's candidates and ranks any recommender on them (`sampled_evaluator`: a run's validation or test part).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from training.data.dataset import Examples, SequenceDataset
-from training.evaluate import (
+from core.arrays import IntArray
+from training.config import ExperimentConfig
+from training.data.dataset import Examples, SequenceDataset, Split
+from training.evaluation.evaluate import (
     EvalResult,
-    IntArray,
     _csr_pairs,
     _rank_in_batches,
     metrics_from_ranks,
     target_ranks,
 )
+from training.models.recommender import Recommender
 
-__all__ = ["CandidateScoreFn", "evaluate_sampled", "sample_candidates"]
+__all__ = [
+    "PARTS",
+    "CandidateScoreFn",
+    "Part",
+    "SampledEvaluator",
+    "evaluate_sampled",
+    "sample_candidates",
+    "sampled_evaluator",
+]
 
 logger = logging.getLogger(__name__)
 
 CandidateScoreFn = Callable[[IntArray, IntArray], torch.Tensor]
+UserVectorFn = Callable[[torch.Tensor], torch.Tensor]
+Part = Literal["valid", "test"]
+PARTS: tuple[Part, ...] = ("valid", "test")
 
 
 def _excluded_keys(
@@ -156,3 +171,44 @@ def evaluate_sampled(
 
     (ranks,) = _rank_in_batches(n, batch_size, rank_batch)
     return EvalResult(ranks, metrics_from_ranks(ranks, ks))
+
+
+class SampledEvaluator:
+    """Ranks each case's target among its fixed, seeded 1 + K candidates, for any recommender."""
+
+    def __init__(
+        self, examples: Examples, num_items: int, num_negatives: int = 100, seed: int = 0
+    ) -> None:
+        self.examples = examples
+        self.candidates: IntArray = sample_candidates(examples, num_items, num_negatives, seed=seed)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        model: Recommender,
+        device: torch.device,
+        batch_size: int = 1024,
+        ks: tuple[int, ...] = (10, 20),
+        user_vectors: UserVectorFn | None = None,
+    ) -> EvalResult:
+        """Rank with ``user_vectors`` ((B, T) histories -> (B, d) queries; default the model's own)."""
+        model.eval()
+        table = model.items.table().detach()  # (N, d)
+        queries = user_vectors or model.user_vectors
+
+        def scores(histories: IntArray, cands: IntArray) -> torch.Tensor:
+            user = queries(torch.from_numpy(histories).to(device))  # (B, d)
+            items = table[torch.from_numpy(cands).to(device)]  # (B, C, d)
+            return torch.einsum("bd,bcd->bc", user, items).float().cpu()  # (B, C)
+
+        return evaluate_sampled(scores, self.examples, self.candidates, batch_size, ks=ks)
+
+
+def sampled_evaluator(config: ExperimentConfig, split: Split, part: Part) -> SampledEvaluator:
+    """The sampled cases of a run's ``"valid"`` or ``"test"`` part: ``eval.sampled_negatives`` negatives each,
+    seeded ``data.split_seed + 1`` for validation and ``data.split_seed`` for test."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    examples = split.valid if part == "valid" else split.test
+    seed = config.data.split_seed + (part == "valid")
+    return SampledEvaluator(examples, split.num_items, config.eval.sampled_negatives, seed)

@@ -5,9 +5,10 @@ Every remedy keeps the rule "a new item's embedding comes from its text alone":
 - ``remedy_expected_id`` (`expected_id_scorer`): each cold row gets the trained items' mean ID part.
 - ``remedy_id_regression`` (`id_regression_scorer`): each cold row gets the ID part its text predicts (ridge map).
 - ``remedy_semantic_query`` (`semantic_query_scorer`): no item changes; the *query* gains a content term from the
-  history's language coordinates (`training.semantic_query`), so every item is still one inner product with its row.
+  history's language coordinates (`training.models.semantic_query`), so every item is still one inner product with
+  its row.
 
-`cold_item_metrics` reports them beside the plain figures. The semantic query (`training.semantic_query`) can be
+`cold_item_metrics` reports them beside the plain figures. The semantic query (`training.models.semantic_query`) can be
 served: ``recsys export --semantic-query-beta B`` folds it into the ONNX user encoder; the other two are offline only.
 """
 
@@ -19,11 +20,11 @@ from typing import Any
 import torch
 
 from core.id_map import IdMap, fit_id_map, predict_id
-from training.cold_baselines import TEXT_KNN_LAST
-from training.cold_items import ColdItemSplit, ScoreFn, evaluate_cold_items
-from training.embeddings import AlphaFuseEmbedding, alphafuse_with_null_space, has_null_space
-from training.recommender import Recommender, table_scorer
-from training.semantic_query import semantic_query_scorer
+from training.items.embeddings import AlphaFuseEmbedding, alphafuse_with_null_space, has_null_space
+from training.models.recommender import Recommender, table_scorer
+from training.models.semantic_query import LAST_N, semantic_query_scorer
+from training.protocols.cold_items.metrics import ScoreFn, evaluate_cold_items
+from training.protocols.cold_items.split import ColdItemSplit
 
 __all__ = [
     "REMEDY_KEYS",
@@ -144,7 +145,7 @@ def cold_item_metrics(
             },
         }
         result["remedy_semantic_query"] = [
-            {"beta": beta, "last_n": TEXT_KNN_LAST, **figures(semantic_query_scorer(model, beta))}
+            {"beta": beta, "last_n": LAST_N, **figures(semantic_query_scorer(model, beta))}
             for beta in betas
         ]
     return result

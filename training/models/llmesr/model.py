@@ -1,6 +1,6 @@
 """LLM-ESR (NeurIPS'24): dual-view sequence encoder with retrieval-augmented self-distillation.
 
-ALGORITHMS.md §4 and §4.1 (the original code, not the AlphaFuse authors' re-implementation):
+As the original code has it, not the AlphaFuse authors' re-implementation (docs/algorithms.md, "LLM-ESR"):
 
 - Semantic view: frozen language embeddings E (N, d_l) -> adapter ``Linear(d_l, d_l/2) -> Linear(-> d)``
   (no activation).
@@ -13,11 +13,11 @@ ALGORITHMS.md §4 and §4.1 (the original code, not the AlphaFuse authors' re-im
   ``F_u . e(i) = f_id . id(i) + f_llm . Adapter(E_i)``, the sum of the two views' logits. This is why the
   model plugs into :class:`SequentialRecommender` unchanged: user vectors and the item table are 2d wide.
 - Self-distillation: ``L = L_rec + alpha * MSE(F_u, mean_j sg(F_{n_j}))`` over the top-k similar users n_j
-  (retrieved by :func:`training.llmesr_setup.similar_users`), the user itself excluded. Student and teacher are the
-  last-position features of the users' full training histories, each from its own forward pass in train
+  (retrieved by :func:`training.models.llmesr.setup.similar_users`), the user itself excluded. Student and
+  teacher are the last-position features of the users' full training histories, each from its own forward pass in train
   mode, the teacher detached.
 
-Deliberate difference from the original (§4.1): the shared encoder is the project's SASRec with causal and
+Deliberate difference from the original: the shared encoder is the project's SASRec with causal and
 padding masks (the original masks neither). Training uses one example per prefix (the project's loop), which
 with a causal encoder is the seq-to-seq loss; the distillation term is applied once per user per epoch, on the
 example that is the user's last training prefix (the original's one sample per user per epoch).
@@ -34,9 +34,10 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from training.embeddings import ItemEmbedding
+from core.alphafuse import fit_semantic_basis, project
+from training.items.embeddings import ItemEmbedding
+from training.models.recommender import LossConfig, SequentialRecommender
 from training.models.sasrec import SASRec, SASRecConfig
-from training.recommender import LossConfig, SequentialRecommender
 
 __all__ = [
     "LLMESR",
@@ -81,15 +82,18 @@ class LLMESRConfig:
 
 
 def pca_init(text_embeddings: NDArray[np.floating], dim: int) -> NDArray[np.float32]:
-    """(N, d_l) -> (N, dim) principal-component scores: centred, not whitened (sklearn ``PCA(dim)``)."""
+    """(N, d_l) -> (N, dim) principal-component scores: centred, not whitened (sklearn ``PCA(dim)``).
+
+    The AlphaFuse basis of `core.alphafuse` with no scaling, no whitening and no null space: the projection of
+    the centred embeddings on their top ``dim`` principal directions.
+    """
     E = np.asarray(text_embeddings, dtype=np.float64)
     if E.ndim != 2 or dim > min(E.shape):
         raise ValueError(
             f"PCA({dim}) needs a 2-D array with >= {dim} rows and columns, got {E.shape}"
         )
-    centred = E - E.mean(axis=0)  # (N, d_l)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)  # vt (min(N, d_l), d_l)
-    scores: NDArray[np.float32] = (centred @ vt[:dim].T).astype(np.float32)  # (N, dim)
+    basis = fit_semantic_basis(E, dim=dim, null_dim=0, scale=1.0, standardize=False)
+    scores: NDArray[np.float32] = project(E, basis).astype(np.float32)  # (N, dim)
     return scores
 
 

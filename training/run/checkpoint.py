@@ -1,14 +1,14 @@
 """Load a finished run directory back into a model, without the dataset or the text embeddings.
 
 ``load_run`` rebuilds the modules from ``config.json`` (d, d_n, max_len, blocks, heads) and ``item_ids.json`` (N)
-with placeholder weights of the right shapes, then loads the best checkpoint ``model.safetensors``: AlphaFuse's
-frozen ``language`` table and ``id_keep`` mask are buffers inside it, so nothing has to be re-embedded. The
-exporter is its main user; the trainer itself rebuilds from data (``training.train.evaluate_run``).
+with placeholder weights of the right shapes (``training.run.builder.build_model``, as training builds them), then
+loads the best checkpoint ``model.safetensors``: AlphaFuse's frozen ``language`` table and ``id_keep`` mask are
+buffers inside it, so nothing has to be re-embedded. The exporter is its main user; the trainer itself rebuilds
+from data (``training.experiment.evaluate_run``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,26 +17,17 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from pydantic import ValidationError
 from safetensors.torch import load_file
 
 from core.alphafuse import SemanticBasis, load_basis
 from training.config import ExperimentConfig
-from training.embeddings import AlphaFuseEmbedding, IDEmbedding, ItemEmbedding
-from training.llmesr_setup import build_llmesr_model
-from training.models.dreamrec import DreamRec, DreamRecEncoder, dreamrec_config
-from training.models.sasrec import SASRec, SASRecConfig
-from training.recommender import LossConfig, Recommender, SequentialRecommender
+from training.models.recommender import Recommender
+from training.run.builder import TrainedShapes, build_model
+from training.run.rundir import RunDir
 
 __all__ = ["LoadedRun", "load_run"]
 
 logger = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.json"
-ITEM_IDS_FILE = "item_ids.json"
-WEIGHTS_FILE = "model.safetensors"
-BASIS_FILE = "semantic_basis.npz"
-POPULARITY_FILE = "popularity.npy"
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,7 +53,7 @@ def load_run(run_dir: Path, device: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild a run's best model from its directory.
 
     Args:
-        run_dir: a directory written by ``training.train.run_experiment``.
+        run_dir: a directory written by ``training.experiment.run_experiment``.
         device: where to put the model.
 
     Returns:
@@ -76,60 +67,34 @@ def load_run(run_dir: Path, device: str | torch.device = "cpu") -> LoadedRun:
         >>> run.model.scores(torch.tensor([[5, 7, 9]])).shape  # doctest: +SKIP
         torch.Size([1, 1682])
     """
-    config = _read_config(run_dir / CONFIG_FILE)
-    item_ids = _read_item_ids(run_dir / ITEM_IDS_FILE)
-    basis = (
-        _read_basis(run_dir / BASIS_FILE, config) if config.embedding.mode == "alphafuse" else None
-    )
-    weights = run_dir / WEIGHTS_FILE
+    files = RunDir(run_dir)
+    config = files.read_config()
+    item_ids = _read_item_ids(files)
+    basis = _read_basis(files.basis, config) if config.embedding.mode == "alphafuse" else None
+    weights = files.weights
     if not weights.is_file():
         raise ValueError(f"{weights}: missing (the run never finished a validation)")
     state = load_file(weights)
-    model: Recommender
-    if config.model.name == "llmesr":
-        model = _empty_llmesr(weights, config, len(item_ids), state)
-    else:
-        model = _empty_model(config, len(item_ids), basis)
+    shapes = TrainedShapes(
+        len(item_ids), config.data.max_len, _language_width(weights, config, state)
+    )
+    model = build_model(config, shapes, basis)
     _check_shapes(weights, model, state)
     model.load_state_dict(state)
-    popularity = _read_popularity(run_dir / POPULARITY_FILE, len(item_ids))
+    popularity = _read_popularity(files.popularity, len(item_ids))
     return LoadedRun(config, item_ids, model.to(device).eval(), basis, popularity)
 
 
-def _empty_model(
-    config: ExperimentConfig, num_items: int, basis: SemanticBasis | None
-) -> Recommender:
-    """The run's modules with placeholder weights of the trained shapes."""
-    emb, m, t = config.embedding, config.model, config.train
-    items: ItemEmbedding
-    if basis is not None:
-        language = torch.zeros(num_items, emb.dim)  # (N, d), replaced by the checkpoint's buffer
-        items = AlphaFuseEmbedding(language, basis.null_dim)
-    else:
-        items = IDEmbedding(num_items, emb.dim)
-    if m.name == "dreamrec":
-        return DreamRec(items, DreamRecEncoder(dreamrec_config(config, config.data.max_len)))
-    encoder = SASRec(
-        SASRecConfig(
-            dim=emb.dim,
-            max_len=config.data.max_len,
-            num_blocks=m.num_blocks,
-            num_heads=m.num_heads,
-            dropout=m.dropout,
-        )
-    )
-    return SequentialRecommender(items, encoder, LossConfig(t.loss, t.num_negatives, t.temperature))
-
-
-def _empty_llmesr(
-    path: Path, config: ExperimentConfig, num_items: int, state: dict[str, torch.Tensor]
-) -> SequentialRecommender:
-    """LLM-ESR with placeholder weights; the language width comes from the checkpoint's buffer."""
+def _language_width(
+    path: Path, config: ExperimentConfig, state: dict[str, torch.Tensor]
+) -> int | None:
+    """LLM-ESR's d_l, from the checkpoint's frozen language buffer; None for the other models."""
+    if config.model.name != "llmesr":
+        return None
     language = state.get("items.language")
     if language is None or language.ndim != 2:
         raise ValueError(f"{path}: no 2-D items.language buffer for model llmesr")
-    placeholder = np.zeros((num_items, language.shape[1]), dtype=np.float32)  # (N, d_l)
-    return build_llmesr_model(config, placeholder, config.data.max_len)
+    return int(language.shape[1])
 
 
 def _check_shapes(path: Path, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -153,30 +118,14 @@ def _check_shapes(path: Path, model: torch.nn.Module, state: dict[str, torch.Ten
         )
 
 
-def _read_config(path: Path) -> ExperimentConfig:
-    raw = _read_json(path)
-    try:
-        return ExperimentConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ValueError(f"{path}: not a valid experiment config: {exc}") from exc
-
-
-def _read_item_ids(path: Path) -> list[str]:
-    raw = _read_json(path)
+def _read_item_ids(files: RunDir) -> list[str]:
+    path = files.item_ids
+    raw = files.read_json(path)
     if not isinstance(raw, list) or not raw or not all(isinstance(i, str) for i in raw):
         raise ValueError(f"{path}: expected a non-empty JSON list of item id strings")
     if len(set(raw)) != len(raw):
         raise ValueError(f"{path}: {len(raw) - len(set(raw))} duplicate item ids")
     return raw
-
-
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise ValueError(f"{path}: missing")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable JSON: {exc}") from exc
 
 
 def _read_basis(path: Path, config: ExperimentConfig) -> SemanticBasis:

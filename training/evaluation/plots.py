@@ -76,7 +76,7 @@ def plot_group_metrics(groups: Mapping[str, Mapping[str, float]], metric: str, p
     """Bar chart of one metric per group (overall first, then head/tail pairs), with case counts.
 
     Args:
-        groups: group name -> metrics, as returned by ``training.groups.metrics_by_group``; a
+        groups: group name -> metrics, as returned by ``training.evaluation.groups.metrics_by_group``; a
             "count" entry, when present, is printed under the group name.
         metric: the metric to show, e.g. "NDCG@10".
         path: the PNG file to write.

@@ -1,7 +1,7 @@
 """LLM-ESR head/tail groups of evaluation cases, metrics per group and the fixed-width table.
 
 Cases are split by their target's popularity (tail/head item) and their history length (tail/head
-user) at Pareto 20/80 thresholds unless given; metrics come from :mod:`training.evaluate`.
+user) at Pareto 20/80 thresholds unless given; metrics come from :mod:`training.evaluation.evaluate`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from core.arrays import IntArray
 from training.data.dataset import Examples
-from training.evaluate import KS, IntArray, metric_names, metrics_from_ranks
+from training.evaluation.evaluate import KS, metric_names, metrics_from_ranks
 
 __all__ = ["format_metrics_table", "group_masks", "metrics_by_group", "pareto_thresholds"]
 

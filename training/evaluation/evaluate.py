@@ -2,15 +2,15 @@
 
 The shared core of every protocol lives here: target ranks, the metrics computed from them,
 :class:`EvalResult`, history masks and the batched no-grad ranking loop. Two protocols
-(docs/ALGORITHMS.md §6) build on it:
+(docs/algorithms.md, "Protocols") build on it:
 
 - **Full ranking** (AlphaFuse cold-start users, this module): the target is ranked against all N
   items, with or without the user's earlier items excluded (history masking); :func:`evaluate_full`
   can derive both rankings from one scoring pass.
-- **Sampled** (LLM-ESR long tail, :mod:`training.sampled`): the target is ranked against a fixed,
+- **Sampled** (LLM-ESR long tail, :mod:`training.evaluation.sampled`): the target is ranked against a fixed,
   seeded set of 100 negatives the user has not interacted with.
 
-Head/tail groups of the cases and the metrics table are in :mod:`training.groups`.
+Head/tail groups of the cases and the metrics table are in :mod:`training.evaluation.groups`.
 
 Ranks are 0-based: rank = the number of competing items with a strictly greater score, so ties go in
 the target's favour (an integer rank, no random tie-break). HR@k = [rank < k] and NDCG@k =
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from core.arrays import IntArray
 from training.data.dataset import Examples, concat_ranges
 
 __all__ = [
@@ -49,7 +50,6 @@ logger = logging.getLogger(__name__)
 
 KS: tuple[int, ...] = (5, 10, 20, 50)
 
-IntArray = NDArray[np.int64]
 FullScoreFn = Callable[[IntArray], torch.Tensor]
 
 

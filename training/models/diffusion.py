@@ -1,4 +1,4 @@
-"""The Gaussian diffusion process of DreamRec, apart from any network (ALGORITHMS.md §3).
+"""The Gaussian diffusion process of DreamRec, apart from any network (docs/algorithms.md, "DreamRec").
 
 Pure functions over a ``Schedule`` (betas and their cumulative products, float64 at construction and kept as
 float32 buffers by the callers):
@@ -39,6 +39,7 @@ __all__ = [
     "ddim_sample",
     "ddim_step",
     "ddim_timesteps",
+    "guidance_mix",
     "guided_x0",
     "make_schedule",
     "q_sample",
@@ -164,6 +165,15 @@ def guided_x0(
     if w == 0:
         return conditional
     unconditional = denoiser(x, null.expand_as(cond), t)
+    return guidance_mix(conditional, unconditional, w)
+
+
+def guidance_mix(conditional: torch.Tensor, unconditional: torch.Tensor, w: float) -> torch.Tensor:
+    """Classifier-free guidance's mix (1 + w) a - w b of a conditional and an unconditional term.
+
+    The terms are x0 estimates (`guided_x0`), or, for a denoiser linear in its condition, the condition and the
+    null embedding themselves (``DreamRecEncoder.guided_x0_fn``).
+    """
     return (1 + w) * conditional - w * unconditional
 
 

@@ -12,29 +12,33 @@ its unchanged row, ``q . e = u . e + beta * s * (m_s . lang_s(e))``, so the same
 is the model itself. It needs nothing but the encoder's own inputs (the history rows and their mask), so the
 exporter folds it into the ONNX user encoder (`SemanticQueryEncoder`) and the service runs it unchanged.
 Offline, `semantic_query_scorer` ranks with it: after training, ``beta`` is chosen on validation
-(`training.run_metrics.semantic_query_metrics`) and the cold-item remedies report every ``beta``.
+(`training.evaluation.run_metrics.semantic_query_metrics`) and the cold-item remedies report every ``beta``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from training.cold_baselines import TEXT_KNN_LAST
-from training.embeddings import alphafuse_with_null_space
-from training.evaluate import FullScoreFn
+from core.arrays import IntArray
+from training.items.embeddings import alphafuse_with_null_space
 from training.models.dreamrec import DreamRecConfig, DreamRecEncoder
+from training.models.recommender import Recommender
 from training.models.sasrec import SASRec, SASRecConfig
-from training.recommender import Recommender
 
 __all__ = [
+    "LAST_N",
     "SemanticQueryEncoder",
     "semantic_query",
     "semantic_query_scorer",
     "semantic_query_vectors",
 ]
+
+LAST_N = 5  # history items whose language coordinates form the content term
 
 
 def semantic_query(
@@ -43,7 +47,7 @@ def semantic_query(
     mask: torch.Tensor,
     semantic_dim: int,
     beta: float,
-    last_n: int = TEXT_KNN_LAST,
+    last_n: int = LAST_N,
 ) -> torch.Tensor:
     """(B, d) user vectors, (B, L, d) left-padded history rows, (B, L) bool mask -> (B, d) queries ``q``.
 
@@ -74,7 +78,7 @@ class SemanticQueryEncoder(nn.Module):
         encoder: SASRec | DreamRecEncoder,
         semantic_dim: int,
         beta: float,
-        last_n: int = TEXT_KNN_LAST,
+        last_n: int = LAST_N,
     ) -> None:
         super().__init__()
         _check(semantic_dim, beta, last_n, encoder.config.dim)  # at construction: before any export
@@ -91,7 +95,7 @@ class SemanticQueryEncoder(nn.Module):
 
 
 def semantic_query_vectors(
-    model: Recommender, histories: torch.Tensor, beta: float, last_n: int = TEXT_KNN_LAST
+    model: Recommender, histories: torch.Tensor, beta: float, last_n: int = LAST_N
 ) -> torch.Tensor:
     """(B, T) left-padded histories -> (B, d) semantic queries ``q = u + beta * s * [m_s ; 0]`` of an AlphaFuse
     model (`semantic_query` over the model's own rows of the history).
@@ -107,8 +111,8 @@ def semantic_query_vectors(
 
 
 def semantic_query_scorer(
-    model: Recommender, beta: float, last_n: int = TEXT_KNN_LAST
-) -> FullScoreFn:
+    model: Recommender, beta: float, last_n: int = LAST_N
+) -> Callable[[IntArray], torch.Tensor]:
     """Score every item (warm and cold rows unchanged) with `semantic_query_vectors`: one inner product per item."""
     table = model.items.table().detach()  # (N, d)
     device = table.device

@@ -1,9 +1,11 @@
-"""LLM-ESR's long-tail protocol as an evaluation option (``eval.protocol = "long_tail"``, ALGORITHMS.md §6.2).
+"""LLM-ESR's long-tail protocol as an evaluation option (``eval.protocol = "long_tail"``; docs/algorithms.md,
+"Protocols").
 
 - Leave-one-out; each case's target is ranked against 100 negatives drawn uniformly without replacement
   from the items outside the evaluated history and target (fixed and seeded here; the original redraws them
   on every pass, so its numbers move with the RNG). HR@10 / NDCG@10 with NDCG = 1/log2(rank + 2).
-- Validation (model selection) uses the same sampled protocol on the validation cases.
+- Validation (model selection) uses the same sampled protocol on the validation cases
+  (``training.evaluation.sampled.sampled_evaluator``).
 - Groups: tail item = target popularity < t_item, popularity = distinct users per item over the whole
   dataset (train + valid + test); tail user = history length < t_user. Thresholds: Pareto 20/80 by default
   (head = top 20 %), LLM-ESR's per-dataset values with ``eval.group_thresholds = "llmesr"``, or explicit
@@ -14,34 +16,27 @@ Not replicated: the original's ``metric_pop_report`` skips the first test user.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from core.arrays import BoolArray, IntArray
 from training.config import EvalConfig, ExperimentConfig
-from training.data.dataset import BoolArray, Examples, SequenceDataset, Split
-from training.evaluate import EvalResult, IntArray, PairedEvalResult
-from training.groups import group_masks, metrics_by_group, pareto_thresholds
-from training.recommender import Recommender
-from training.sampled import evaluate_sampled, sample_candidates
+from training.data.dataset import Examples, SequenceDataset, Split
+from training.evaluation.evaluate import PairedEvalResult
+from training.evaluation.groups import group_masks, metrics_by_group, pareto_thresholds
+from training.evaluation.run_metrics import TestRankings, sampled_ranker, semantic_query_metrics
+from training.models.recommender import Recommender
 
 __all__ = [
     "LLMESR_THRESHOLDS",
-    "PARTS",
-    "Part",
-    "SampledEvaluator",
     "long_tail_groups",
     "long_tail_metrics",
+    "long_tail_test_metrics",
     "resolve_thresholds",
-    "sampled_evaluator",
 ]
-
-UserVectorFn = Callable[[torch.Tensor], torch.Tensor]
-Part = Literal["valid", "test"]
-PARTS: tuple[Part, ...] = ("valid", "test")
 
 # (tail-item popularity threshold, tail-user length threshold) from LLM-ESR's experiments/*.bash
 LLMESR_THRESHOLDS: dict[str, tuple[float, float]] = {
@@ -85,47 +80,6 @@ def resolve_thresholds(
         "user": user_t if cfg.tail_user_threshold is None else cfg.tail_user_threshold,
         "source": source,
     }
-
-
-class SampledEvaluator:
-    """Ranks each case's target among its fixed, seeded 1 + K candidates, for any recommender."""
-
-    def __init__(
-        self, examples: Examples, num_items: int, num_negatives: int = 100, seed: int = 0
-    ) -> None:
-        self.examples = examples
-        self.candidates: IntArray = sample_candidates(examples, num_items, num_negatives, seed=seed)
-
-    @torch.no_grad()
-    def __call__(
-        self,
-        model: Recommender,
-        device: torch.device,
-        batch_size: int = 1024,
-        ks: tuple[int, ...] = (10, 20),
-        user_vectors: UserVectorFn | None = None,
-    ) -> EvalResult:
-        """Rank with ``user_vectors`` ((B, T) histories -> (B, d) queries; default the model's own)."""
-        model.eval()
-        table = model.items.table().detach()  # (N, d)
-        queries = user_vectors or model.user_vectors
-
-        def scores(histories: IntArray, cands: IntArray) -> torch.Tensor:
-            user = queries(torch.from_numpy(histories).to(device))  # (B, d)
-            items = table[torch.from_numpy(cands).to(device)]  # (B, C, d)
-            return torch.einsum("bd,bcd->bc", user, items).float().cpu()  # (B, C)
-
-        return evaluate_sampled(scores, self.examples, self.candidates, batch_size, ks=ks)
-
-
-def sampled_evaluator(config: ExperimentConfig, split: Split, part: Part) -> SampledEvaluator:
-    """The sampled cases of a run's ``"valid"`` or ``"test"`` part: ``eval.sampled_negatives`` negatives each,
-    seeded ``data.split_seed + 1`` for validation and ``data.split_seed`` for test."""
-    if part not in PARTS:
-        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
-    examples = split.valid if part == "valid" else split.test
-    seed = config.data.split_seed + (part == "valid")
-    return SampledEvaluator(examples, split.num_items, config.eval.sampled_negatives, seed)
 
 
 def long_tail_groups(
@@ -173,3 +127,26 @@ def long_tail_metrics(
         "groups_sampled": groups,
         "dataset": dataset.stats(),
     }
+
+
+@torch.no_grad()
+def long_tail_test_metrics(
+    config: ExperimentConfig,
+    dataset: SequenceDataset,
+    split: Split,
+    model: Recommender,
+    device: torch.device,
+    rankings: TestRankings,
+) -> dict[str, Any]:
+    """metrics.json of an ``eval.protocol = "long_tail"`` run (`long_tail_metrics`), plus AlphaFuse's semantic
+    query ranked on the sampled candidates (``beta`` chosen on the sampled validation cases)."""
+    masks, thresholds = long_tail_groups(config, dataset, split.test)
+    metrics = long_tail_metrics(
+        config, dataset, masks, thresholds, rankings.sampled.ranks, rankings.paired
+    )
+    if rankings.with_semantic_query:
+        rank = sampled_ranker(config, split, model, device)
+        metrics["semantic_query"] = semantic_query_metrics(
+            config, rank, masks, rankings.sampled, ks=(10, 20)
+        )
+    return metrics

@@ -1,4 +1,4 @@
-"""LLM-ESR's retrieval side and its wiring into a run (ALGORITHMS.md §4, §4.1).
+"""LLM-ESR's retrieval side: the self-distillation's similar users (docs/algorithms.md, "LLM-ESR").
 
 - :func:`user_prompts`: one text per user from the texts of the items in the user's TRAINING sequence
   (validation/test items never enter), keeping the most recent ``max_chars`` characters.
@@ -9,7 +9,8 @@
   is excluded by index, not by dropping the first column (identical prompts would keep it otherwise).
 - :func:`last_training_examples`: each user's last training prefix (history, target), the student/teacher
   input of the self-distillation.
-- :func:`build_llmesr_model`: the model of a run from its config and data.
+- :func:`set_up_distillation`: those tables installed in a model built for training
+  (``training.run.builder.build_model`` builds it).
 """
 
 from __future__ import annotations
@@ -20,23 +21,21 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from training.config import ExperimentConfig
+from core.arrays import IntArray
+from training.config import LLMESRSettings
 from training.data.dataset import Examples, SequenceDataset, Split
-from training.models.llmesr import LLMESR, LLMESRConfig, build_llmesr
-from training.recommender import LossConfig
-from training.text_embeddings import embed_item_texts
+from training.items.text_embeddings import TextEmbeddingConfig, embed_item_texts
+from training.models.llmesr.model import LLMESR
 
 __all__ = [
-    "build_llmesr_model",
     "last_training_examples",
     "mean_item_embeddings",
+    "set_up_distillation",
     "similar_users",
     "user_prompts",
 ]
 
 logger = logging.getLogger(__name__)
-
-IntArray = NDArray[np.int64]
 
 
 def user_prompts(sequences: SequenceDataset, max_chars: int = 1000) -> list[str]:
@@ -95,49 +94,30 @@ def last_training_examples(train: Examples, num_users: int, pad: int) -> tuple[I
     return histories, targets
 
 
-def build_llmesr_model(
-    config: ExperimentConfig,
-    text_embeddings: NDArray[np.float32] | None,
-    max_len: int,
-    split: Split | None = None,
-) -> LLMESR:
-    """LLM-ESR for a run from the (N, d_l) item language embeddings.
+def set_up_distillation(
+    model: LLMESR,
+    split: Split,
+    text_embeddings: NDArray[np.float32],
+    settings: LLMESRSettings,
+    text: TextEmbeddingConfig,
+) -> None:
+    """Install the self-distillation tables of a training ``split`` (a no-op at ``alpha`` 0).
 
-    With the training ``split`` (and alpha > 0) the self-distillation is set up: user prompts are embedded
-    (cached like item texts) and similar users retrieved. Without it (loading a checkpoint) it is off.
+    User vectors for the retrieval are the embedded user prompts (``settings.user_text = "prompt"``, cached like
+    item texts, encoded as ``text`` says) or the mean item embeddings; each user's ``settings.similar_users`` most
+    similar other users become its teachers.
     """
-    if text_embeddings is None:
-        raise ValueError("model llmesr needs the items' language embeddings")
-    if split is not None and len(text_embeddings) != split.num_items:
-        raise ValueError(
-            f"llmesr: {len(text_embeddings)} language embeddings for {split.num_items} items"
-        )
-    m, t = config.model, config.train
-    model = build_llmesr(
-        text_embeddings,
-        LLMESRConfig(
-            view_dim=config.embedding.dim // 2,
-            max_len=max_len,
-            num_blocks=m.num_blocks,
-            num_heads=m.num_heads,
-            dropout=m.dropout,
-            cross_heads=m.llmesr.cross_heads,
-        ),
-        LossConfig(t.loss, t.num_negatives, t.temperature),
-        alpha=m.llmesr.alpha,
-        adapter_hidden=m.llmesr.adapter_hidden,
+    if settings.alpha <= 0:
+        return
+    sequences = split.train_sequences
+    if settings.user_text == "prompt":
+        prompts = user_prompts(sequences, settings.prompt_chars)
+        user_emb = embed_item_texts(prompts, text)  # (U, d_l), cached by content
+    else:
+        user_emb = mean_item_embeddings(sequences, text_embeddings)  # (U, d_l)
+    neighbours = similar_users(user_emb, settings.similar_users)
+    hist, tgt = last_training_examples(split.train, sequences.num_users, split.num_items)
+    model.set_distillation(
+        torch.from_numpy(hist), torch.from_numpy(tgt), torch.from_numpy(neighbours)
     )
-    if split is not None and m.llmesr.alpha > 0:
-        sequences = split.train_sequences
-        if m.llmesr.user_text == "prompt":
-            prompts = user_prompts(sequences, m.llmesr.prompt_chars)
-            user_emb = embed_item_texts(prompts, config.text)  # (U, d_l), cached by content
-        else:
-            user_emb = mean_item_embeddings(sequences, text_embeddings)  # (U, d_l)
-        neighbours = similar_users(user_emb, m.llmesr.similar_users)
-        hist, tgt = last_training_examples(split.train, sequences.num_users, split.num_items)
-        model.set_distillation(
-            torch.from_numpy(hist), torch.from_numpy(tgt), torch.from_numpy(neighbours)
-        )
-        logger.info("llmesr: %d users, %d similar users each", len(neighbours), neighbours.shape[1])
-    return model
+    logger.info("llmesr: %d users, %d similar users each", len(neighbours), neighbours.shape[1])

@@ -12,12 +12,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from core.files import atomic_write, write_json
-from training import cold_items as cold
 from training.config import ExperimentConfig
 from training.data.dataset import Split
-from training.long_tail import SampledEvaluator, sampled_evaluator
-from training.recommender import Recommender, pooled_negatives, sample_negatives
-from training.run_metrics import full_metrics
+from training.evaluation.run_metrics import full_metrics
+from training.evaluation.sampled import SampledEvaluator, sampled_evaluator
+from training.models.recommender import Recommender, pooled_negatives, sample_negatives
+from training.run.rundir import RunDir
 
 __all__ = ["TrainLoop", "cpu_state"]
 
@@ -42,6 +42,7 @@ class TrainLoop:
             device,
             run_dir,
         )
+        self.files = RunDir(run_dir)
         t = config.train
         # fused: one kernel over all parameters (CPU and CUDA); the per-tensor loop took ~9% of a DreamRec
         # step on one CPU thread, the fused step is 5-6x faster (same update, float32 rounding aside)
@@ -55,7 +56,8 @@ class TrainLoop:
         self.targets = torch.from_numpy(split.train.targets)
         self.users = torch.from_numpy(split.train.users)  # (n,) for models that use them (LLM-ESR)
         self.generator = torch.Generator().manual_seed(t.seed)
-        self.pool = cold.negative_pool(split)  # None: negatives from all N items
+        pool = split.rules.negative_pool  # None: negatives from all N items
+        self.pool = None if pool is None else torch.from_numpy(pool)
         self.history: list[dict[str, float]] = []
         self.epoch = 0
         self.best = -1.0
@@ -86,16 +88,16 @@ class TrainLoop:
             if score > self.best:
                 self.best, self.best_epoch = score, self.epoch
                 atomic_write(
-                    self.run_dir / "model.safetensors",
+                    self.files.weights,
                     lambda p: save_file(cpu_state(self.model), str(p)),
                 )
             self._checkpoint()
-        if not (self.run_dir / "model.safetensors").exists():
+        if not self.files.weights.exists():
             raise RuntimeError(f"no validation ran in {self.run_dir}; check train.eval_every")
 
     def _validate(self) -> dict[str, float]:
         ev_cfg, split = self.config.eval, self.split
-        if ev_cfg.protocol == "long_tail":  # LLM-ESR selects on the sampled protocol (long_tail.py)
+        if ev_cfg.protocol == "long_tail":  # LLM-ESR selects on the sampled protocol
             if self._sampled_valid is None:
                 self._sampled_valid = sampled_evaluator(self.config, split, "valid")
             return self._sampled_valid(self.model, self.device, ev_cfg.batch_size).metrics
@@ -168,9 +170,9 @@ class TrainLoop:
         state["torch_rng"] = torch.get_rng_state()
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        atomic_write(self.run_dir / "last.safetensors", lambda p: save_file(state, str(p)))
+        atomic_write(self.files.last, lambda p: save_file(state, str(p)))
         write_json(
-            self.run_dir / "state.json",
+            self.files.state,
             {
                 "epoch": self.epoch,
                 "best": self.best,
@@ -184,7 +186,7 @@ class TrainLoop:
 
     def restore(self) -> None:
         """Continue from ``last.safetensors`` + ``state.json`` if present."""
-        path = self.run_dir / "last.safetensors"
+        path = self.files.last
         if not path.exists():
             logger.info("nothing to resume in %s: starting fresh", self.run_dir)
             return
@@ -203,7 +205,7 @@ class TrainLoop:
             torch.set_rng_state(tensors["torch_rng"])
         if "cuda_rng" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["cuda_rng"], self.device)
-        state = json.loads((self.run_dir / "state.json").read_text())
+        state = json.loads(self.files.state.read_text())
         self.epoch, self.best, self.best_epoch = state["epoch"], state["best"], state["best_epoch"]
         self.train_seconds, self.sequences = state["train_seconds"], state["sequences"]
         self.train_cpu_seconds = state.get("train_cpu_seconds", 0.0)  # older runs lack it

@@ -32,6 +32,7 @@ __all__ = [
     "alphafuse_with_null_space",
     "build_item_embedding",
     "has_null_space",
+    "trim_padding",
 ]
 
 IdInit = Literal["zeros", "normal"]
@@ -146,6 +147,22 @@ class AlphaFuseEmbedding(ItemEmbedding):
         ids = self._dropped(self.ids(item_idx) * self.id_keep[item_idx].unsqueeze(-1))  # (..., d_n)
         d_s = self.semantic_dim
         return torch.cat([lang[..., :d_s], lang[..., d_s:] + ids], dim=-1)
+
+
+def trim_padding(histories: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop the leading columns that are padding in every row of a left-padded batch.
+
+    Args:
+        histories: (B, T) item indices, left-padded with ``pad`` (= N).
+        pad: the padding index.
+
+    Returns:
+        (B, T') the histories from the first column with a real item (the last column if none has one), and their
+        (B, T') mask, True at real items.
+    """
+    mask = histories != pad  # (B, T)
+    first = int(mask.any(0).float().argmax()) if bool(mask.any()) else histories.shape[1] - 1
+    return histories[:, first:], mask[:, first:]
 
 
 def has_null_space(items: nn.Module) -> TypeGuard[AlphaFuseEmbedding]:

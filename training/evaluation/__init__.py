@@ -1,0 +1,1 @@
+"""Offline evaluation: full ranking, the sampled protocol, head/tail groups, a run's metrics and plots."""

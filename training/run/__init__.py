@@ -1,0 +1,1 @@
+"""A training run: model construction, the run directory, the training loop, checkpoints."""
