@@ -41,6 +41,7 @@ from core.artifact import (
     write_current,
     write_manifest,
 )
+from core.histories import embed_histories
 from exporter.index import IndexKind, build_index
 from exporter.onnx_encoder import UserEncoder, encoder_outputs, export_user_encoder, parity_diffs
 from exporter.text_encoder import export_text_encoder
@@ -272,9 +273,8 @@ def _histories(
     rng = np.random.default_rng(seed)
     lengths = rng.integers(1, max_len + 1, size=count)  # (H,)
     rows = rng.integers(0, len(table), size=(count, max_len))  # (H, L)
-    mask = np.arange(max_len)[None, :] >= (max_len - lengths)[:, None]  # (H, L)
-    item_emb = table[rows] * mask[..., None]  # (H, L, d), zero at padding as the service sends it
-    return item_emb.astype(np.float32), mask
+    histories = [rows[h, max_len - n :] for h, n in enumerate(lengths.tolist())]
+    return embed_histories(table, histories, max_len)  # zero at padding, as the service sends it
 
 
 def _drop_held_out(
