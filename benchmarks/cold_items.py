@@ -12,7 +12,7 @@ benchmarks/results/cold_items.json at once (one JSON object per run: ``dataset``
 ``embedding``, ``seed``, ``metrics`` {``cold``, ``warm``}, ``surface_rate``, plus the diagnostics of
 ``training.cold_items.evaluate_cold_items`` and the settings); runs already there are skipped, so an interrupted
 benchmark continues where it stopped. ``--online`` trains (or reuses) the AlphaFuse run, replays its cold test cases
-through the served artifact (``exporter.cold_replay``) and writes benchmarks/results/cold_items_online.json.
+through the served artifact (``benchmarks/cold_replay.py``) and writes benchmarks/results/cold_items_online.json.
 """
 
 from __future__ import annotations
@@ -319,7 +319,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
 
 def _online(args: argparse.Namespace) -> None:
-    from exporter.cold_replay import replay_cold_items
+    from cold_replay import replay_cold_items
 
     online = load_records(args.online_out)
     for spec in args.datasets:

@@ -1,4 +1,4 @@
-"""Online replay of the ``cold_items`` protocol through the real product path (issue 7).
+"""Online replay of the ``cold_items`` protocol through the real product path (issue 7; ``cold_items.py --online``).
 
 A run trained under ``data.protocol = "cold_items"`` -> ``export_run`` (the held-out items are left out of the
 artifact) -> the service on that artifact (in-process store, exact index by default) -> ``POST /items`` with every
@@ -23,11 +23,12 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from core.artifact import open_artifact
 from exporter.export import export_run
 from exporter.index import IndexKind
 from exporter.quickstart import serving
 from training import evaluate as ev
-from training.checkpoint import load_run
+from training.checkpoint import CONFIG_FILE, load_run
 from training.cold_items import ColdItemSplit
 from training.config import ExperimentConfig
 from training.data.dataset import Examples
@@ -68,7 +69,7 @@ def replay_cold_items(
         ``offline`` and ``served`` HR@10 / NDCG@10 per case set (``cold``, optionally ``warm``), their absolute
         differences, the case counts, how many history ids the service did not know, and the seconds taken.
     """
-    config = ExperimentConfig.model_validate(json.loads((run_dir / "config.json").read_text()))
+    config = ExperimentConfig.model_validate(json.loads((run_dir / CONFIG_FILE).read_text()))
     prepared = prepared or prepare(config, with_text=False)
     split = prepared.split
     if not isinstance(split, ColdItemSplit):
@@ -192,4 +193,5 @@ def _score_diff(
 
 
 def _artifact_items(artifact: Path) -> int:
-    return len(json.loads((artifact / "item_ids.json").read_text()))
+    manifest = open_artifact(artifact, verify=False)
+    return len(json.loads((artifact / manifest.item_ids_file).read_text()))

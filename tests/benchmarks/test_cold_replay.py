@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from exporter.cold_replay import replay_cold_items
+from benchmarks.cold_replay import replay_cold_items
 from training.cold_items import HELD_OUT_FILE
 from training.config import load_config
 from training.train import run_experiment
