@@ -30,8 +30,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
     "CURRENT_FILE",
+    "ITEMS_FILE",
+    "ITEM_IDS_FILE",
     "MANIFEST_FILE",
+    "POPULARITY_FILE",
     "SCHEMA_VERSION",
+    "SEMANTIC_BASIS_FILE",
     "ArtifactError",
     "Dims",
     "EncoderSpec",
@@ -49,6 +53,11 @@ __all__ = [
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 CURRENT_FILE = "CURRENT"
+# the file names a manifest gives by default (the exporter writes them; the service reads the manifest's fields)
+ITEMS_FILE = "items.npy"
+ITEM_IDS_FILE = "item_ids.json"
+POPULARITY_FILE = "popularity.npy"
+SEMANTIC_BASIS_FILE = "semantic_basis.npz"
 
 
 class ArtifactError(ValueError):
@@ -140,10 +149,10 @@ class Manifest(_Frozen):
     encoder: EncoderSpec
     index: IndexSpec
     text_encoder: TextEncoderSpec | None = None
-    items_file: str = "items.npy"
-    item_ids_file: str = "item_ids.json"
-    popularity_file: str = "popularity.npy"
-    basis_file: str | None = "semantic_basis.npz"
+    items_file: str = ITEMS_FILE
+    item_ids_file: str = ITEM_IDS_FILE
+    popularity_file: str = POPULARITY_FILE
+    basis_file: str | None = SEMANTIC_BASIS_FILE
     training_config: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     files: dict[str, str] = Field(description="relative path -> sha256 of every other file")
