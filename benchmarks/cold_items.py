@@ -44,7 +44,8 @@ DATASETS = [
     "yelp:random",
     "ml-100k:random",
 ]
-MODELS = ["popularity", "text_knn", "text_knn_centred", "id", "llminit", "alphafuse"]
+EMBEDDINGS = ("id", "llminit", "alphafuse")  # SASRec with each item-embedding mode
+MODELS = [*BASELINES, *EMBEDDINGS]  # the no-training baselines, then the trained models
 # text nearest neighbours on raw and on centred embeddings; the paired tables compare with both
 TEXT_BASELINES = ("text_knn", "text_knn_centred")
 # compute is scarce (2 shared CPU cores): capped epochs, L=20; stated in every record
@@ -82,7 +83,7 @@ def main() -> None:
         for seed in args.seeds:
             prepared: Prepared | None = None
             for model in args.models:
-                embedding = model if model in ("id", "llminit", "alphafuse") else None
+                embedding = model if model in EMBEDDINGS else None
                 name = "sasrec" if embedding else model
                 key = (dataset, pick, name, embedding, seed)
                 # the baselines have no embedding options: they ignore the embedding.* overrides
