@@ -171,3 +171,7 @@ def _events(args: argparse.Namespace) -> int:
     count = dump_events(args.redis_url, args.key_prefix, args.out)
     print(f"wrote {count} events to {args.out}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
