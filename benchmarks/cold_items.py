@@ -10,9 +10,9 @@ A dataset is ``<name>:<random|newest>`` (the ``cold_items`` pick). Seed s sets b
 items are cold, for ``random``) and ``train.seed``. Each finished run is appended to
 benchmarks/results/cold_items.json at once (one JSON object per run: ``dataset``, ``cold_items``, ``model``,
 ``embedding``, ``seed``, ``metrics`` {``cold``, ``warm``}, ``surface_rate``, plus the diagnostics of
-``training.protocols.cold_items.evaluate_cold_items`` and the settings); runs already there are
-skipped, so an interrupted benchmark continues where it stopped. ``--online`` trains (or reuses) the AlphaFuse
-run, replays its cold test cases through the served artifact (``exporter.cold_replay``) and writes
+``training.protocols.cold_items.evaluate_cold_items`` and the settings); runs already there are skipped, so an
+interrupted benchmark continues where it stopped. ``--online`` trains (or reuses) the AlphaFuse run, replays its
+cold test cases through the served artifact (``benchmarks/cold_replay.py``) and writes
 benchmarks/results/cold_items_online.json.
 """
 
@@ -45,7 +45,8 @@ DATASETS = [
     "yelp:random",
     "ml-100k:random",
 ]
-MODELS = ["popularity", "text_knn", "text_knn_centred", "id", "llminit", "alphafuse"]
+EMBEDDINGS = ("id", "llminit", "alphafuse")  # SASRec with each item-embedding mode
+MODELS = [*BASELINES, *EMBEDDINGS]  # the no-training baselines, then the trained models
 # text nearest neighbours on raw and on centred embeddings; the paired tables compare with both
 TEXT_BASELINES = ("text_knn", "text_knn_centred")
 # compute is scarce (2 shared CPU cores): capped epochs, L=20; stated in every record
@@ -83,7 +84,7 @@ def main() -> None:
         for seed in args.seeds:
             prepared: Prepared | None = None
             for model in args.models:
-                embedding = model if model in ("id", "llminit", "alphafuse") else None
+                embedding = model if model in EMBEDDINGS else None
                 name = "sasrec" if embedding else model
                 key = (dataset, pick, name, embedding, seed)
                 # the baselines have no embedding options: they ignore the embedding.* overrides
@@ -320,7 +321,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
 
 def _online(args: argparse.Namespace) -> None:
-    from exporter.cold_replay import replay_cold_items
+    from cold_replay import replay_cold_items
 
     online = load_records(args.online_out)
     for spec in args.datasets:

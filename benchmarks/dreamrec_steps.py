@@ -26,6 +26,7 @@ import torch
 from numpy.typing import NDArray
 from results_io import save_json
 
+from core.histories import embed_histories
 from exporter.onnx_encoder import encoder_parity, export_user_encoder, ort_session
 from training.evaluation import evaluate as ev
 from training.experiment import prepare
@@ -68,12 +69,11 @@ def _sweep(run_dir: Path, settings: list[tuple[str, int]], repeats: int) -> list
     table = model.items.table().detach()  # (N, d)
     enc = model.encoder
     # batch-1 latency inputs: real test histories, embedded as the service sends them
-    hist = torch.from_numpy(split.test.histories[:64])  # (64, L)
-    mask = (hist != split.num_items).numpy()  # (64, L)
-    with torch.no_grad():
-        item_emb = (
-            (model.items(hist) * torch.from_numpy(mask)[..., None]).numpy().astype(np.float32)
-        )
+    histories = [
+        h[h != split.num_items] for h in split.test.histories[:64]
+    ]  # without the pad index
+    width = split.test.histories.shape[1]
+    item_emb, mask = embed_histories(table.numpy(), histories, width)  # (64, L, d), (64, L)
     rows = []
     for sampler, steps in settings:
         enc.sampler, enc.steps = "ddim" if sampler == "ddim" else "ancestral", max(steps, 1)

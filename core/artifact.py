@@ -35,6 +35,7 @@ __all__ = [
     "MANIFEST_FILE",
     "POPULARITY_FILE",
     "SCHEMA_VERSION",
+    "SEMANTIC_BASIS_FILE",
     "ArtifactError",
     "Dims",
     "EncoderSpec",
@@ -52,9 +53,11 @@ __all__ = [
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 CURRENT_FILE = "CURRENT"
+# the file names a manifest gives by default (the exporter writes them; the service reads the manifest's fields)
 ITEMS_FILE = "items.npy"
 ITEM_IDS_FILE = "item_ids.json"
 POPULARITY_FILE = "popularity.npy"
+SEMANTIC_BASIS_FILE = "semantic_basis.npz"
 
 
 class ArtifactError(ValueError):
@@ -149,7 +152,7 @@ class Manifest(_Frozen):
     items_file: str = ITEMS_FILE
     item_ids_file: str = ITEM_IDS_FILE
     popularity_file: str = POPULARITY_FILE
-    basis_file: str | None = "semantic_basis.npz"
+    basis_file: str | None = SEMANTIC_BASIS_FILE
     training_config: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     files: dict[str, str] = Field(description="relative path -> sha256 of every other file")

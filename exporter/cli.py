@@ -8,27 +8,33 @@ recsys export   runs/beauty-id --out artifacts [--index hnsw] [--version V] [--n
 recsys serve    --artifact artifacts --redis-url redis://127.0.0.1:6379/0
 recsys events   events.csv --redis-url redis://127.0.0.1:6379/0   # the served events, as training data
 
-``serve`` is dispatched before anything else is imported, so it works in the serving image, which has no torch
-and no training packages installed.
+``serve`` is handed over to the service's own entry point (``python -m service.cli``) before anything else is
+imported, so it works in the serving image, which has no torch and no training packages installed.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import runpy
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["add_events_command", "add_export_command", "main"]
+from exporter.quickstart import SERVICE_MODULE
+
+__all__ = ["HANDED_OVER", "add_events_command", "add_export_command", "hand_over", "main"]
+
+
+# subcommands that belong to another package's own entry point: handed over by module name, before anything
+# else is imported (the serving image has no torch and no training packages)
+HANDED_OVER = {"serve": SERVICE_MODULE}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["serve"]:
-        from service.cli import main as serve_main
-
-        return serve_main(argv[1:])
+    if argv[:1] and argv[0] in HANDED_OVER:
+        return hand_over(HANDED_OVER[argv[0]], argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -42,6 +48,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def hand_over(module: str, argv: Sequence[str]) -> int:
+    """Run ``python -m <module> <argv>`` in this process and return its exit status.
+
+    The module is found by name at run time, so ``exporter`` has no import of it.
+    """
+    saved = sys.argv
+    sys.argv = [module, *argv]
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        raise
+    finally:
+        sys.argv = saved
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -142,10 +166,12 @@ def add_events_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
 
 
 def _events(args: argparse.Namespace) -> int:
-    import asyncio
-
     from exporter.events import dump_events
 
-    count = asyncio.run(dump_events(args.redis_url, args.key_prefix, args.out))
+    count = dump_events(args.redis_url, args.key_prefix, args.out)
     print(f"wrote {count} events to {args.out}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -13,13 +13,14 @@ the folder to ``<out_root>/<version>`` and points ``CURRENT`` at it. Any failure
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
 import logging
 import re
 import shutil
-import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from core.artifact import (
     MANIFEST_FILE,
     POPULARITY_FILE,
     SCHEMA_VERSION,
+    SEMANTIC_BASIS_FILE,
     Dims,
     EncoderSpec,
     IndexSpec,
@@ -44,6 +46,8 @@ from core.artifact import (
     write_current,
     write_manifest,
 )
+from core.files import publish_dir
+from core.histories import embed_histories
 from exporter.index import IndexKind, build_index
 from exporter.onnx_encoder import UserEncoder, encoder_outputs, export_user_encoder, parity_diffs
 from exporter.text_encoder import export_text_encoder
@@ -100,20 +104,35 @@ def export_run(
     """
     run = load_run(run_dir, device="cpu")
     _set_ddim_steps(run, ddim_steps)
-    encoder, semantic = _user_encoder(run, semantic_query_beta)
+    user = _user_encoder(run, semantic_query_beta)  # (graph to export, semantic query spec)
+    run, table = _item_table(run, run_dir)  # (N, d), held-out rows left out
+    items_npy = _npy_bytes(table)
+    final = _version_dir(out_root, version or _default_version(items_npy))
+    index = (index_kind, exact_threshold)
+    _publish(
+        final, functools.partial(_write, run, run_dir, table, items_npy, final.name, index, user)
+    )
+    if make_current:
+        _make_current(final)
+    logger.info("artifact %s written to %s%s", final.name, final, " (CURRENT)" * make_current)
+    return final
+
+
+def _item_table(run: LoadedRun, run_dir: Path) -> tuple[LoadedRun, NDArray[np.float32]]:
+    """The (N, d) float32 item table to serve and the run without its held-out items (``_drop_held_out``)."""
     if (
         run.config.model.name not in EXPORTABLE
-    ):  # LLM-ESR is an offline baseline: no artifact contract
+    ):  # LLM-ESR: an offline baseline, no artifact contract
         raise ValueError(
             f"{run_dir}: model {run.config.model.name!r} cannot be exported "
             f"(exportable: {', '.join(EXPORTABLE)})"
         )
-    table = np.ascontiguousarray(
-        run.model.items.table().detach().numpy(), dtype=np.float32
-    )  # (N, d)
-    run, table = _drop_held_out(run, run_dir, table)
-    items_npy = _npy_bytes(table)
-    version = version or _default_version(items_npy)
+    table = np.ascontiguousarray(run.model.items.table().detach().numpy(), dtype=np.float32)
+    return _drop_held_out(run, run_dir, table)
+
+
+def _version_dir(out_root: Path, version: str) -> Path:
+    """``out_root/version``, which must be a plain name and must not exist yet."""
     if not _VERSION.match(version):
         raise ValueError(
             f"version {version!r} must be letters, digits, '.', '_' or '-', not starting with '.'"
@@ -121,53 +140,51 @@ def export_run(
     final = out_root / version
     if final.exists():
         raise ValueError(f"{final} already exists; artifact versions are immutable")
-    created_root = not out_root.exists()
-    out_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=out_root))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the service may run as another user
-        _write_artifact(
-            run,
-            run_dir,
-            tmp,
-            table,
-            items_npy,
-            version,
-            index_kind,
-            exact_threshold,
-            encoder,
-            semantic,
-        )
-        if final.exists():
-            raise ValueError(f"{final} appeared during the export; artifact versions are immutable")
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created_root and not any(out_root.iterdir()):
-            out_root.rmdir()
-        raise
-    if make_current:
-        try:
-            write_current(out_root, version)
-        except BaseException:
-            shutil.rmtree(final, ignore_errors=True)
-            raise
-    logger.info("artifact %s written to %s%s", version, final, " (CURRENT)" if make_current else "")
     return final
 
 
-def _write_artifact(
+def _publish(final: Path, write: Callable[[Path], object]) -> None:
+    """``write`` the artifact into a staged folder and rename it to ``final`` (``core.files.publish_dir``).
+
+    The root is created if needed; a failed export removes what it made, the root too if it created it.
+    """
+    root = final.parent
+    created_root = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        publish_dir(final, write)
+    except BaseException as exc:
+        if created_root and not any(root.iterdir()):
+            root.rmdir()
+        if isinstance(exc, FileExistsError) and final.exists():
+            raise ValueError(f"{exc}; artifact versions are immutable") from exc
+        raise
+
+
+def _make_current(final: Path) -> None:
+    """Point ``CURRENT`` at ``final``; if that fails, the new version goes too (nothing half-published)."""
+    try:
+        write_current(final.parent, final.name)
+    except BaseException:
+        shutil.rmtree(final, ignore_errors=True)
+        raise
+
+
+def _write(
     run: LoadedRun,
     run_dir: Path,
-    out: Path,
     table: NDArray[np.float32],
     items_npy: bytes,
     version: str,
-    index_kind: IndexKind,
-    exact_threshold: int,
-    user_encoder: UserEncoder,
-    semantic: SemanticQuerySpec | None,
+    index_options: tuple[IndexKind, int],
+    user: tuple[UserEncoder, SemanticQuerySpec | None],
+    out: Path,
 ) -> Manifest:
+    """Every file of the artifact into the staged folder ``out``, the manifest last.
+
+    ``index_options``: (kind, exact threshold) for ``build_index``; ``user``: the encoder graph, its semantic query.
+    """
+    (index_kind, exact_threshold), (user_encoder, semantic) = index_options, user
     config, basis = run.config, run.basis
     mode = config.embedding.mode
     (out / ITEMS_FILE).write_bytes(items_npy)
@@ -175,7 +192,7 @@ def _write_artifact(
     np.save(out / POPULARITY_FILE, _popularity(run, run_dir), allow_pickle=False)
     files = RunDir(run_dir)
     if basis is not None:
-        shutil.copyfile(files.basis, out / files.basis.name)
+        shutil.copyfile(files.basis, out / SEMANTIC_BASIS_FILE)
     sampler = run.model.encoder
     encoder = EncoderSpec(
         max_len=config.data.max_len,
@@ -202,7 +219,7 @@ def _write_artifact(
         encoder=encoder,
         index=index_spec,
         text_encoder=text,
-        basis_file=files.basis.name if basis is not None else None,
+        basis_file=SEMANTIC_BASIS_FILE if basis is not None else None,
         training_config=json.loads(files.config.read_text()),
         metrics=_metrics(files.metrics),
         files=_checksums(out),
@@ -276,9 +293,8 @@ def _histories(
     rng = np.random.default_rng(seed)
     lengths = rng.integers(1, max_len + 1, size=count)  # (H,)
     rows = rng.integers(0, len(table), size=(count, max_len))  # (H, L)
-    mask = np.arange(max_len)[None, :] >= (max_len - lengths)[:, None]  # (H, L)
-    item_emb = table[rows] * mask[..., None]  # (H, L, d), zero at padding as the service sends it
-    return item_emb.astype(np.float32), mask
+    histories = [rows[h, max_len - n :] for h, n in enumerate(lengths.tolist())]
+    return embed_histories(table, histories, max_len)  # zero at padding, as the service sends it
 
 
 def _drop_held_out(

@@ -89,18 +89,14 @@ def build_index(
         raise ValueError(f"index kind must be auto, flat, pq, hnsw or ivf, got {kind!r}")
     chosen = ("flat" if n < exact_threshold else "pq") if kind == "auto" else kind
     if chosen == "flat":
-        flat = faiss.IndexFlatIP(d)
-        flat.add(x)
-        return flat, IndexSpec(kind="flat", params={}, recall_at_10=1.0)
+        return _flat(x)
     q = _queries(x, queries, num_queries, seed)  # (Q, d)
     k = min(K, n)
     exact_scores, _ = _exact_search(x, q, k)  # (Q, k)
     kth = exact_scores[:, -1]  # (Q,)
     if chosen == "pq":
         index, params, recall = _pq_refine(x, q, kth, k, target_recall)
-        if (
-            kind == "auto" and recall < target_recall
-        ):  # e.g. generated (DreamRec) queries in d = 384
+        if kind == "auto" and recall < target_recall:  # e.g. DreamRec's generated queries, d = 384
             logger.warning("pq recall@%d %.4f < %.2f: trying hnsw", k, recall, target_recall)
             hnsw = _hnsw(x, q, kth, k, hnsw_m, ef_construction, target_recall)
             if hnsw[2] > recall:
@@ -111,6 +107,13 @@ def build_index(
         index, params, recall = _ivf(x, q, kth, k, target_recall)
     logger.info("%s index over %d x %d items: %s, recall@%d %.4f", chosen, n, d, params, k, recall)
     return index, IndexSpec(kind=chosen, params=params, recall_at_10=recall)
+
+
+def _flat(x: Float32Array) -> tuple[faiss.Index, IndexSpec]:
+    """Exact search: recall 1 by construction, nothing to tune."""
+    flat = faiss.IndexFlatIP(x.shape[1])
+    flat.add(x)
+    return flat, IndexSpec(kind="flat", params={}, recall_at_10=1.0)
 
 
 def recall_at_k(

@@ -1,16 +1,20 @@
 """``recsys quickstart``: the whole product path on ml-100k, end to end, on a fresh machine.
 
 Train SASRec with each item-embedding mode for a few epochs (results table), export the AlphaFuse run, start the
-service on a free local port (in-process history store, so no Redis is needed), store a real user's history with
-``POST /events``, print the ``POST /recommend`` answer with item titles, add a new movie from its text alone with
-``POST /items`` and show where it ranks. With ``--keep-serving`` the service then stays up until Ctrl-C.
+service (``python -m service.cli`` as a child process) on a free local port with its in-process history store, so
+no Redis is needed, store a real user's history with ``POST /events``, print the ``POST /recommend`` answer with
+item titles, add a new movie from its text alone with ``POST /items`` and show where it ranks. With
+``--keep-serving`` the service then stays up until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import threading
+import os
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +22,11 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["add_quickstart_command", "serving"]
+
+SERVICE_MODULE = (
+    "service.cli"  # run by name in a child process: the exporter imports no service code
+)
+START_SECONDS = 120
 
 # written the way the ml-100k catalogue's fields compose (title; year; genres)
 NEW_MOVIE = {"item_id": "new-movie-1", "text": "Toy Story 2; 1999; Animation, Children's, Comedy"}
@@ -94,34 +103,66 @@ def _show_new_item(client: Any, history: list[str], item_ids: list[str]) -> None
 
 
 @contextmanager
-def serving(artifact_root: Path, port: int, **settings: Any) -> Iterator[tuple[str, Any]]:
-    """Run the service on ``artifact_root`` in a background thread (in-process store); yield (base URL, client).
+def serving(artifact_root: Path, port: int = 0, **settings: Any) -> Iterator[tuple[str, Any]]:
+    """Run the service on ``artifact_root`` as a child process (in-process store); yield (base URL, client).
 
-    ``settings`` are extra ``service.settings.Settings`` fields (e.g. ``max_history``).
+    The child is ``python -m service.cli`` on 127.0.0.1:``port`` (0: a free one). ``settings`` are extra
+    ``service.settings.Settings`` fields (e.g. ``max_history``), passed as their ``RECSYS_*`` variables; the
+    service reads the rest of its environment as usual, except ``RECSYS_REDIS_URL``, which is left out.
     """
     import httpx
-    import uvicorn
 
-    from service.app import create_app
-    from service.settings import Settings
-
-    app = create_app(Settings(artifact=artifact_root, redis_url=None, **settings))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the service did not start; see the log above")
-        time.sleep(0.05)
-    bound = server.servers[0].sockets[0].getsockname()[1]
-    base = f"http://127.0.0.1:{bound}"
+    port = port or _free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", SERVICE_MODULE, "--artifact", str(artifact_root)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    child = subprocess.Popen(command, env=_service_env(settings))
     try:
         with httpx.Client(base_url=base, timeout=60) as client:
+            _wait_until_healthy(client, child)
             yield base, client
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+        child.terminate()
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _service_env(settings: dict[str, Any]) -> dict[str, str]:
+    """This environment without ``RECSYS_REDIS_URL``, plus ``settings``, with this project first on the path."""
+    env = {k: v for k, v in os.environ.items() if k != "RECSYS_REDIS_URL"}
+    env.update({f"RECSYS_{key.upper()}": str(value) for key, value in settings.items()})
+    root = str(Path(__file__).resolve().parents[1])  # the folder that holds exporter/ and service/
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_until_healthy(client: Any, child: subprocess.Popen[bytes]) -> None:
+    """Poll ``GET /healthz`` until it answers 200 (the model is loaded); RuntimeError if the child exits first."""
+    import httpx
+
+    deadline = time.monotonic() + START_SECONDS
+    while True:
+        if child.poll() is not None:
+            raise RuntimeError(
+                f"the service exited with status {child.returncode}; see the log above"
+            )
+        try:
+            if client.get("/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass  # not listening yet
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the service did not start in {START_SECONDS} s; see the log above")
+        time.sleep(0.1)
 
 
 def _wait_forever() -> None:

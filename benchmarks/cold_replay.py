@@ -1,4 +1,4 @@
-"""Online replay of the ``cold_items`` protocol through the real product path (issue 7).
+"""Online replay of the ``cold_items`` protocol through the real product path (issue 7; ``cold_items.py --online``).
 
 A run trained under ``data.protocol = "cold_items"`` -> ``export_run`` (the held-out items are left out of the
 artifact) -> the service on that artifact (in-process store, exact index by default) -> ``POST /items`` with every
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from core.artifact import ITEM_IDS_FILE
+from core.artifact import open_artifact
 from exporter.export import export_run
 from exporter.index import IndexKind
 from exporter.quickstart import serving
@@ -193,4 +193,5 @@ def _score_diff(
 
 
 def _artifact_items(artifact: Path) -> int:
-    return len(json.loads((artifact / ITEM_IDS_FILE).read_text()))
+    manifest = open_artifact(artifact, verify=False)
+    return len(json.loads((artifact / manifest.item_ids_file).read_text()))

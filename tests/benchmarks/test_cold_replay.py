@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from exporter.cold_replay import replay_cold_items
+from benchmarks.cold_replay import replay_cold_items
 from training.config import load_config
 from training.experiment import run_experiment
 from training.run.rundir import HELD_OUT_FILE
