@@ -17,9 +17,10 @@ benchmarks/dreamrec_steps.py).
 
 ``--long-tail`` evaluates with LLM-ESR's protocol (sampled 1+100, HR/NDCG@10, four head/tail groups,
 ``eval.protocol = "long_tail"``) and its table shows every group. ``llmesr`` runs LLM-ESR (one run per seed,
-``--modes`` does not apply) with the paper's architecture settings (LLMESR_SETTINGS) on the dataset's SASRec
-config; the training objective comes from that config unless ``--set`` overrides it. AlphaFuse runs choose their
-semantic-query beta on the sampled validation candidates there (``alphafuse+semq`` rows).
+``--modes`` does not apply) with the paper's architecture settings (``training.config.LLMESR_ARCHITECTURE``) on
+the dataset's SASRec config; the training objective comes from that config unless ``--set`` overrides it.
+AlphaFuse runs choose their semantic-query beta on the sampled validation candidates there (``alphafuse+semq``
+rows).
 
 Each finished run is appended to benchmarks/results/quality.json at once (one JSON object per run), and runs
 already in the file are skipped, so an interrupted benchmark continues where it stopped. The table at the end
@@ -39,7 +40,7 @@ from typing import Any
 import numpy as np
 from results_io import load_records, save_json
 
-from training.config import add_override_option, load_config
+from training.config import LLMESR_ARCHITECTURE, add_override_option, load_config
 from training.experiment import prepare, run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,20 +50,16 @@ DATASETS = ["ml-100k", "amazon14-beauty", "amazon14-sports", "yelp"]
 MODES = ["id", "llminit", "alphafuse"]
 MODELS = ["sasrec", "dreamrec", "llmesr"]
 GROUPS = ["overall", "tail_item", "head_item", "tail_user", "head_user"]
-# LLM-ESR's architecture defaults (its paper and code): 2 blocks, dropout 0.5, its own ID init
-LLMESR_SETTINGS = [
-    'embedding.mode="llminit"',
-    "model.num_blocks=2",
-    "model.dropout=0.5",
-    # encoding one prompt per user costs ~4 min per 256 users on these CPUs: mean item vectors instead
-    'model.llmesr.user_text="mean_items"',
-]
+# encoding one prompt per user costs ~4 min per 256 users on these CPUs: mean item vectors instead
+LLMESR_USER_TEXT = 'model.llmesr.user_text="mean_items"'
 
 
 def config_path(dataset: str, protocol: str, model: str) -> Path:
     """The config file of a (dataset, protocol, model) cell."""
     if model == "dreamrec":
-        return CONFIGS / f"{dataset}-dreamrec.toml"  # llmesr: the SASRec config + LLMESR_SETTINGS
+        return (
+            CONFIGS / f"{dataset}-dreamrec.toml"
+        )  # llmesr: the SASRec config + LLMESR_ARCHITECTURE
     return CONFIGS / (
         f"{dataset}-coldstart.toml" if protocol == "cold_start_users" else f"{dataset}.toml"
     )
@@ -106,7 +103,7 @@ def main() -> None:
             path = config_path(dataset, args.protocol, model)
             overrides = [*model_overrides(args.overrides, model), *long_tail]
             if model == "llmesr":
-                overrides = ['model.name="llmesr"', *LLMESR_SETTINGS, *overrides]
+                overrides = [*LLMESR_ARCHITECTURE, LLMESR_USER_TEXT, *overrides]
             base = load_config(path, overrides)
             if base.data.protocol != args.protocol or base.model.name != model:
                 raise ValueError(f"{path}: not a {model} config under {args.protocol}")

@@ -18,7 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from training.data.readers import DataSource
 from training.items.text_embeddings import TextEmbeddingConfig
 
-__all__ = ["ExperimentConfig", "add_override_option", "load_config", "parse_override"]
+__all__ = [
+    "LLMESR_ARCHITECTURE",
+    "ExperimentConfig",
+    "add_override_option",
+    "load_config",
+    "parse_override",
+]
 
 
 class _Section(BaseModel):
@@ -104,11 +110,22 @@ class EmbeddingConfig(_Section):
         return self
 
 
+LLMESR_ARCHITECTURE = (
+    'model.name="llmesr"',
+    'embedding.mode="llminit"',
+    "model.num_blocks=2",
+    "model.dropout=0.5",
+)
+"""Overrides that turn a SASRec config into LLM-ESR with its paper's architecture: its own ID view initialised from
+the language embeddings (``llminit``), 2 blocks, dropout 0.5. ``load_config(path, [*LLMESR_ARCHITECTURE, ...])``."""
+
+
 class LLMESRSettings(_Section):
     """LLM-ESR only (model.name = "llmesr"); defaults are the paper's (docs/algorithms.md, "LLM-ESR").
 
-    The paper also uses num_blocks 2, dropout 0.5, train.loss "bce" with 1 per-example negative,
-    batch 128, lr 1e-3: set those in [model]/[train] (benchmarks/quality.py does).
+    The encoder settings LLM-ESR shares with SASRec are in ``LLMESR_ARCHITECTURE``. The paper's training settings
+    (train.loss "bce" with 1 per-example negative, batch 128, lr 1e-3) are not applied by it: the training objective
+    stays the config's unless set.
     """
 
     cross_heads: int = Field(2, ge=1, description="heads of the cross-attention between views")

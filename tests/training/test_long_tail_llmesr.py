@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.training.test_evaluate import make_examples
-from training.config import EvalConfig, load_config
+from training.config import LLMESR_ARCHITECTURE, EvalConfig, load_config
 from training.evaluation.groups import group_masks
 from training.evaluation.sampled import SampledEvaluator
 from training.experiment import prepare, run_experiment
@@ -23,12 +23,11 @@ from training.run.checkpoint import load_run
 
 CONFIG = Path(__file__).resolve().parents[2] / "training" / "configs" / "ml-100k.toml"
 LLMESR_SETTINGS = [
-    'model.name="llmesr"',
-    'embedding.mode="llminit"',
+    *LLMESR_ARCHITECTURE,
+    "model.dropout=0.2",  # the ml-100k config's, as these tests were written with
     'train.loss="bce"',
     "train.num_negatives=1",
     'train.negatives="per_example"',
-    "model.num_blocks=2",
     "data.max_len=20",
     "train.threads=1",
 ]
