@@ -74,8 +74,11 @@ def main() -> None:
     if args.online:
         _online(args)
         return
-    done = {
-        (r["dataset"], r["cold_items"], r["model"], r["embedding"], r["seed"], r.get("variant", ""))
+    done = {  # records without "negatives" were trained with "shared"
+        (
+            *(r["dataset"], r["cold_items"], r["model"], r["embedding"], r["seed"]),
+            *(r.get("variant", ""), r.get("negatives", "shared")),
+        )
         for r in results
     }
     variant = _variant(args.overrides)
@@ -90,12 +93,15 @@ def main() -> None:
                 # the baselines have no embedding options: they ignore the embedding.* overrides
                 run_variant = variant if embedding else ""
                 overrides = args.overrides if embedding else _without_embedding(args.overrides)
-                if (*key, run_variant) in done:
-                    continue
                 config = _config(dataset, pick, seed, embedding or "id", overrides)
+                if (*key, run_variant, config.train.negatives) in done:
+                    continue
                 prepared = prepared or prepare(config, with_text=True)
                 cold = _measure(config, prepared, model)
-                record = _record(key, cold, [*SETTINGS, *overrides])
+                record = {
+                    **_record(key, cold, [*SETTINGS, *overrides]),
+                    "negatives": config.train.negatives,
+                }
                 results.append({**record, "variant": run_variant} if run_variant else record)
                 save_json(args.out, results)
     print(format_table(results))

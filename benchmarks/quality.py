@@ -111,10 +111,10 @@ def main() -> None:
             for mode in ["llmesr"] if model == "llmesr" else args.modes:
                 for seed in args.seeds:
                     key = (dataset, base.data.protocol, base.eval.protocol, model, mode, seed)
-                    if (*key, args.variant) in done:
-                        continue
                     chosen = [] if model == "llmesr" else [f'embedding.mode="{mode}"']
                     config = load_config(path, [*overrides, *chosen, f"train.seed={seed}"])
+                    if (*key, args.variant, config.train.negatives) in done:
+                        continue
                     prepared = prepared or prepare(config, with_text=True)
                     with tempfile.TemporaryDirectory() as tmp:
                         run_dir = Path(tmp)
@@ -123,17 +123,28 @@ def main() -> None:
                             run_dir = args.keep_runs / f"{dataset}-{model}-{label}-s{seed}"
                         m = run_experiment(config, run_dir, prepared=prepared).metrics
                     variant = {"variant": args.variant} if args.variant else {}
+                    negatives = {"negatives": config.train.negatives}
                     results.append(
-                        {**_record(key, m), **variant, "overrides": [*overrides, *chosen]}
+                        {
+                            **_record(key, m),
+                            **variant,
+                            **negatives,
+                            "overrides": [*overrides, *chosen],
+                        }
                     )
                     save_json(args.out, results)
     print(format_table(results))
 
 
-def _key(r: dict[str, Any]) -> tuple[str, str, str, str, str, int, str]:
+def _key(r: dict[str, Any]) -> tuple[str, str, str, str, str, int, str, str]:
     eval_protocol = r.get("eval_protocol", "standard")
     fields = (r["dataset"], r["protocol"], eval_protocol, r["model"], r["embedding"], r["seed"])
-    return (*fields, r.get("variant", ""))
+    return (*fields, r.get("variant", ""), negatives_of(r))
+
+
+def negatives_of(r: dict[str, Any]) -> str:
+    """The run's ``train.negatives``; records written before the field existed were trained with "shared"."""
+    return str(r.get("negatives", "shared"))
 
 
 def _record(key: tuple[str, str, str, str, str, int], m: dict[str, Any]) -> dict[str, Any]:
@@ -172,10 +183,12 @@ def _rows(
     ``--variant NAME`` counts as a run of ``<embedding>@NAME``.
     """
     groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+    mixed = len({negatives_of(r) for r in results}) > 1  # then each row names its negative sampling
     for r in results:
         if (r.get("eval_protocol") == "long_tail") != long_tail:
             continue
         label = r["embedding"] + (f"@{r['variant']}" if r.get("variant") else "")
+        label += f"~{negatives_of(r)}" if mixed else ""
         key = (r["dataset"], r.get("protocol", "leave_one_out"), r["model"], label)
         groups.setdefault(key, []).append(r)
         if "semantic_query" in r:
@@ -278,7 +291,8 @@ def format_table(results: list[dict[str, Any]]) -> str:
             + " ".join(f"{c:>15}" for c in cells)
             + f" {runs[0]['trainable_params']:>9} {sps:>7.0f}  {_betas(runs)}".rstrip()
         )
-    return "\n".join(lines)
+    samplers = ", ".join(sorted({negatives_of(r) for r in results}))
+    return "\n".join([*lines, f"negative sampling (train.negatives): {samplers}"])
 
 
 def _row_order(item: tuple[tuple[str, str, str, str], Any]) -> tuple[int, str, int, str, int]:

@@ -4,8 +4,8 @@
 
 Reference settings (the AlphaFuse authors' SASRec setup): d=128, d_n=64, one block, L=10, batch 256, infoNCE
 with 64 negatives, amazon14-beauty users split 8:1:1 with every prefix as a training row. The authors' trainer
-measured 3,500-3,900 sequences/s on this kind of machine (2 vCPU); the target is 3x that. Both negative-sampling
-variants run in the same process, one after the other, so their ratio is robust to machine noise.
+measured 3,500-3,900 sequences/s on this kind of machine (2 vCPU); the target is 3x that. The three negative-sampling
+variants run in the same process, one after the other, so their ratios are robust to machine noise.
 Writes benchmarks/results/train_speed.json.
 """
 
@@ -39,7 +39,7 @@ def main() -> None:
     base = load_config(CONFIG)
     prepared = prepare(base, with_text=True)
     rows = []
-    for negatives in ["shared", "per_example"]:
+    for negatives in ["pooled", "per_example", "shared"]:
         config = load_config(CONFIG, [f'train.negatives="{negatives}"'])
         sps = measure_throughput(config, prepared, args.epochs)
         rows.append(
