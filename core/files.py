@@ -14,10 +14,21 @@ __all__ = ["atomic_write", "publish_dir", "write_json"]
 
 
 def atomic_write(path: Path, write: Callable[[Path], None], suffix: str = ".tmp") -> None:
-    """Call ``write`` on a temporary sibling of ``path``, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{suffix}")
+    """Call ``write`` on a new temporary file beside ``path``, flush it to disk, then rename it over ``path``.
+
+    Readers see the old file or the whole new one, never a part. The file is readable by all (0644: the service
+    may run as another user than the writer). ``suffix`` is the temporary name's ending, for writers that add their
+    own (``np.save`` appends ``.npy`` to a name without it). Any failure, ``write``'s included, removes the
+    temporary file and leaves ``path`` as it was.
+    """
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(name)
     try:
+        tmp.chmod(0o644)  # mkstemp makes it private
         write(tmp)
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)

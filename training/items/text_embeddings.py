@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, PositiveInt
+
+from core.files import atomic_write
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -232,16 +233,9 @@ def _read_cache(path: Path, n_texts: int) -> NDArray[np.float32] | None:
 
 
 def _write_atomic(path: Path, embeddings: NDArray[np.float32]) -> None:
-    """Write a .npy via a temp file in the same folder and os.replace, so readers never see half."""
+    """Write a .npy so that readers never see half of it (``core.files.atomic_write``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, embeddings, allow_pickle=False)
-        Path(tmp_name).replace(path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: np.save(tmp, embeddings, allow_pickle=False), suffix=".npy")
 
 
 def _encode(texts: list[str], config: TextEmbeddingConfig) -> NDArray[np.float32]:
