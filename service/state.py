@@ -1,7 +1,8 @@
 """What the routes do: the service's state (settings, store, the runtime being served) and its operations.
 
-Routes in ``service.app`` are thin; each calls one method here. Domain errors are ``RequestError`` (a 4xx with a
-message naming the problem) and ``NotReadyError`` (503 until a model is loaded), mapped to HTTP in the app.
+Routes in ``service.routes`` are thin; each calls one method here. Domain errors (``service.errors``) are
+``RequestError`` (a 4xx with a message naming the problem) and ``NotReadyError`` (503 until a model is loaded),
+mapped to HTTP in ``service.errors.error_answer``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from core.artifact import CURRENT_FILE, resolve_artifact
 from core.item_text import compose_item_text
+from service.errors import NotReadyError, RequestError
 from service.metrics import ServiceMetrics
 from service.runtime import ModelRuntime, Query
 from service.schemas import (
@@ -45,16 +47,6 @@ RETIRE_AFTER_SECONDS = (
     30.0  # a swapped-out runtime keeps its worker this long for requests still in flight
 )
 EMBED_CHUNK = 256
-
-
-class RequestError(Exception):
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.detail = status, detail
-
-
-class NotReadyError(Exception):
-    """No model loaded yet (or the configured artifact failed to load)."""
 
 
 class ServiceState:
