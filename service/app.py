@@ -9,8 +9,11 @@ swaps that one reference, so requests in flight finish on the version they start
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import FrameType
 
 from fastapi import FastAPI
 
@@ -35,13 +38,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = open_store(settings.redis_url, settings.key_prefix, settings.events_stream_maxlen)
+        s = settings
+        store = open_store(
+            s.redis_url,
+            s.key_prefix,
+            s.events_stream_maxlen,
+            read_timeout=s.redis_timeout_ms / 1000,
+            write_timeout=s.redis_write_timeout_ms / 1000,
+        )
         state = ServiceState(settings, store, metrics)
         app.state.service = state  # read back through service.routes.service_of
         try:
             if settings.artifact is not None:
                 await state.reload(settings.artifact)
             state.start_background_tasks()
+            _drain_on_shutdown_signals(state)
             yield
         finally:
             await state.close()
@@ -59,3 +70,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(HotRoutes, table=table, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def _drain_on_shutdown_signals(state: ServiceState) -> None:
+    """On SIGTERM/SIGINT, mark the state draining (readiness 503), then let the server's handler shut down.
+
+    The server (uvicorn) installs its handlers before the lifespan starts and restores its predecessors when it
+    stops; this chains in front of them. Off the main thread (an in-process test client) signals are not ours.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(
+            signum: int,
+            frame: FrameType | None,
+            previous: Callable[[int, FrameType | None], object] = previous,
+        ) -> None:
+            state.begin_drain()
+            previous(signum, frame)
+
+        signal.signal(sig, handler)

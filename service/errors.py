@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
 
@@ -20,6 +22,7 @@ __all__ = [
     "StoreUnavailableError",
     "TrainedItemError",
     "add_error_handlers",
+    "check_limit",
     "detail_answer",
     "error_answer",
     "validation_answer",
@@ -51,6 +54,12 @@ class StoreUnavailableError(Exception):
     def __init__(self, detail: str, reason: str) -> None:
         super().__init__(detail)
         self.reason = reason
+
+
+def check_limit(name: str, value: int, limit: int) -> None:
+    """``RequestError`` 422 naming the limit when ``value`` exceeds it."""
+    if value > limit:
+        raise RequestError(422, f"{name}: {value} exceeds the limit of {limit}")
 
 
 DOMAIN_ERRORS = (RequestError, NotReadyError, TrainedItemError, StoreUnavailableError)
@@ -93,10 +102,20 @@ def _response(answer: Answer) -> Response:
 
 
 def add_error_handlers(app: FastAPI) -> None:
-    """Answer every domain error raised in a FastAPI route with ``error_answer``."""
+    """Answer every domain error raised in a FastAPI route with ``error_answer``, and invalid requests with 422.
+
+    The 422 is FastAPI's own shape, written with ASCII escapes: an error echoes its input, and an input such as a
+    lone surrogate (``"\\ud800"``, which Python's JSON parser accepts) cannot be written as UTF-8.
+    """
 
     async def domain_error(_: Request, exc: Exception) -> Response:
         return _response(error_answer(exc))
 
+    async def invalid_request(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        detail = jsonable_encoder(exc.errors())
+        return _response((422, json.dumps({"detail": detail}, default=str).encode(), []))
+
     for error in DOMAIN_ERRORS:
         app.add_exception_handler(error, domain_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)

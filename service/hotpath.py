@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import DOMAIN_ERRORS, Answer, detail_answer, error_answer, validation_answer
 from service.routes import current_state, service_of
@@ -56,31 +56,39 @@ def hot_table(routes: Iterable[BaseRoute]) -> dict[str, HotRoute]:
 
 
 class HotRoutes:
-    """ASGI middleware answering the routes of ``table`` itself; bodies above ``max_body_bytes`` get 413."""
+    """ASGI middleware answering the routes of ``table`` itself; any body above ``max_body_bytes`` gets 413.
+
+    The body limit holds for every route: a request to another route with a body is read here (up to the limit)
+    and handed on to FastAPI whole.
+    """
 
     def __init__(self, app: ASGIApp, table: dict[str, HotRoute], max_body_bytes: int) -> None:
         self.app, self.table, self.max_body_bytes = app, table, max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self.table.get(scope.get("path", "")) if scope["type"] == "http" else None
-        if route is None or scope["method"] != route.method:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        scope["route"] = route.route
-        status, payload, headers = await self._answer(scope, receive, route)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [_JSON, (b"content-length", str(len(payload)).encode()), *headers],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        route = self.table.get(scope["path"])
+        if route is not None and scope["method"] == route.method:
+            scope["route"] = route.route
+            await _send(send, await self._answer(scope, receive, route))
+        elif scope["method"] in _BODY_METHODS:
+            body = await self._read_body(receive)
+            if body is None:
+                await _send(send, self._too_large())
+                return
+            await self.app(scope, _replay(body, receive), send)
+        else:
+            await self.app(scope, receive, send)
+
+    def _too_large(self) -> Answer:
+        return detail_answer(413, f"request body exceeds {self.max_body_bytes} bytes")
 
     async def _answer(self, scope: Scope, receive: Receive, route: HotRoute) -> Answer:
         body = await self._read_body(receive)
         if body is None:
-            return detail_answer(413, f"request body exceeds {self.max_body_bytes} bytes")
+            return self._too_large()
         try:
             request = route.body.model_validate_json(body)
         except ValidationError as exc:
@@ -108,3 +116,30 @@ class HotRoutes:
 
 
 _JSON = (b"content-type", b"application/json")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+async def _send(send: Send, answer: Answer) -> None:
+    status, payload, headers = answer
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [_JSON, (b"content-length", str(len(payload)).encode()), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the body already read, then whatever the client sends next (a disconnect)."""
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay

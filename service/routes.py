@@ -11,19 +11,21 @@ The service's state is reached through ``service_of(app)``, a typed accessor of 
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 
 from service.errors import NotReadyError, RequestError
 from service.schemas import (
+    ErrorBody,
     EventsRequest,
     EventsResponse,
     ItemsRequest,
     ItemsResponse,
+    ReadyResponse,
     RecommendRequest,
     RecommendResponse,
     ReloadRequest,
@@ -70,10 +72,33 @@ async def require_key(state: StateDep, x_api_key: Annotated[str | None, Header()
         raise RequestError(401, "missing or wrong X-API-Key header")
 
 
-READ_ROUTER = APIRouter()
-WRITE_ROUTER = APIRouter(dependencies=[Depends(require_key)])
-ADMIN_ROUTER = APIRouter(prefix="/admin", dependencies=[Depends(require_key)])
-PROBE_ROUTER = APIRouter()
+def _error(description: str, retry: bool = False) -> dict[str, Any]:
+    doc: dict[str, Any] = {"model": ErrorBody, "description": description}
+    if retry:
+        doc["headers"] = {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}}
+    return doc
+
+
+_BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: _error("the body exceeds RECSYS_MAX_BODY_BYTES"),
+    422: _error("invalid body, or a size limit exceeded (the detail names it)"),
+}
+_READ_ERRORS = {**_BODY_ERRORS, 503: _error("no model loaded yet", retry=True)}
+_WRITE_ERRORS = {
+    **_BODY_ERRORS,
+    401: _error("missing or wrong X-API-Key (when an API key is configured)"),
+    409: _error("the item conflicts with the model (trained id, or no text path)"),
+    503: _error("no model loaded yet, or the store is unavailable: nothing was written", True),
+}
+
+READ_ROUTER = APIRouter(tags=["read"], responses=_READ_ERRORS)
+WRITE_ROUTER = APIRouter(
+    tags=["write"], dependencies=[Depends(require_key)], responses=_WRITE_ERRORS
+)
+ADMIN_ROUTER = APIRouter(
+    prefix="/admin", tags=["admin"], dependencies=[Depends(require_key)], responses=_WRITE_ERRORS
+)
+PROBE_ROUTER = APIRouter(tags=["probes"])
 
 
 @READ_ROUTER.post("/recommend")
@@ -113,14 +138,22 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@PROBE_ROUTER.get("/readyz")
+@PROBE_ROUTER.get(
+    "/readyz",
+    response_model=ReadyResponse,
+    responses={503: {"model": ReadyResponse, "description": "not ready (yet)"}},
+)
 async def readyz(state: StateDep) -> JSONResponse:
     """Readiness: a model is loaded and the store answers."""
     ready, detail = await state.readiness()
     return JSONResponse(detail, status_code=200 if ready else 503)
 
 
-@PROBE_ROUTER.get("/metrics")
+@PROBE_ROUTER.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"description": "Prometheus text exposition format"}},
+)
 async def metrics(state: StateDep) -> Response:
     """Prometheus metrics of this process."""
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

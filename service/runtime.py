@@ -29,7 +29,7 @@ from service.errors import TrainedItemError
 from service.metrics import ServiceMetrics
 from service.text_encoder import OnnxTextEncoder
 
-__all__ = ["ModelRuntime", "Query", "TrainedItemError"]
+__all__ = ["FloatArray", "IntArray", "ModelRuntime", "Query", "TrainedItemError"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -82,6 +82,7 @@ class ModelRuntime:
             set()
         )  # rows of cold items replaced by a newer version of themselves
         self.cold_cursor = "0"
+        self.cold_synced = True  # False while the items stored after training could not be loaded
         self.basis: SemanticBasis | None = None
         self.text_encoder: OnnxTextEncoder | None = None
         self.encoder_key = ""
@@ -184,6 +185,8 @@ class ModelRuntime:
         """Left-padded gather of each history's last max_len rows -> ONNX encoder -> (B, d) user vectors."""
         t0 = time.perf_counter()
         hist = [h[-self.max_len :] for h in histories]
+        if not hist:
+            return np.zeros((0, self.manifest.dims.d), dtype=np.float32)
         length = max(len(h) for h in hist)
         if length == 0:
             raise ValueError("encode needs at least one item per history")
