@@ -47,7 +47,8 @@ def hot_table(routes: Iterable[BaseRoute]) -> dict[str, HotRoute]:
         methods = sorted(route.methods or ()) if isinstance(route, APIRoute) else []
         if not isinstance(route, APIRoute) or len(methods) != 1:
             raise ValueError(f"{route}: a fast-path route has one method")
-        (body,) = [p.field_info.annotation for p in route.dependant.body_params]
+        bodies = [p.field_info.annotation for p in route.dependant.body_params]
+        body = bodies[0] if len(bodies) == 1 else None
         deps = [d.call for d in route.dependant.dependencies]
         if deps != [current_state] or not (isinstance(body, type) and issubclass(body, BaseModel)):
             raise ValueError(f"{route.path}: a fast-path endpoint takes (body model, state) only")
