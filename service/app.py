@@ -1,4 +1,4 @@
-"""The FastAPI app: ``create_app()`` factory, lifespan, routes, error mapping.
+"""The FastAPI app: ``create_app()`` factory and lifespan; the routes are declared in ``service.routes``.
 
 Run with ``uvicorn service.app:create_app --factory`` (settings from ``RECSYS_*`` environment variables) or
 ``recsys serve``. Routes are async: they await the store and hand ONNX/FAISS work to the runtime's worker thread.
@@ -9,33 +9,21 @@ swaps that one reference, so requests in flight finish on the version they start
 from __future__ import annotations
 
 import logging
-import secrets
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated
+from types import FrameType
 
-from fastapi import Depends, FastAPI, Header, Request
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import FastAPI
 
-from service.hotpath import HotRoutes
+from service.errors import add_error_handlers
+from service.hotpath import HotRoutes, hot_table
 from service.metrics import ServiceMetrics
 from service.middleware import MetricsMiddleware
-from service.runtime import TrainedItemError
-from service.schemas import (
-    EventsRequest,
-    EventsResponse,
-    ItemsRequest,
-    ItemsResponse,
-    RecommendRequest,
-    RecommendResponse,
-    ReloadRequest,
-    ReloadResponse,
-    ScoreRequest,
-    ScoreResponse,
-)
+from service.routes import READ_ROUTER, ROUTERS
 from service.settings import Settings
-from service.state import NotReadyError, RequestError, ServiceState
+from service.state import ServiceState
 from service.store import open_store
 
 __all__ = ["create_app"]
@@ -50,13 +38,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = open_store(settings.redis_url, settings.key_prefix, settings.events_stream_maxlen)
+        s = settings
+        store = open_store(
+            s.redis_url,
+            s.key_prefix,
+            s.events_stream_maxlen,
+            read_timeout=s.redis_timeout_ms / 1000,
+            write_timeout=s.redis_write_timeout_ms / 1000,
+        )
         state = ServiceState(settings, store, metrics)
-        app.state.service = state
+        app.state.service = state  # read back through service.routes.service_of
         try:
             if settings.artifact is not None:
                 await state.reload(settings.artifact)
             state.start_background_tasks()
+            _drain_on_shutdown_signals(state)
             yield
         finally:
             await state.close()
@@ -66,89 +62,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Sequential top-K recommendation over a fused language + ID item table",
         lifespan=lifespan,
     )
-    _add_error_handlers(app)
-    _add_routes(app, settings, metrics)
-    # the hot read routes skip FastAPI's per-request machinery; the metrics middleware stays outermost
-    app.add_middleware(HotRoutes, routes=app.router.routes, max_body_bytes=settings.max_body_bytes)
+    add_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    # the read routes skip FastAPI's per-request machinery; the metrics middleware stays outermost
+    table = hot_table(READ_ROUTER.routes)
+    app.add_middleware(HotRoutes, table=table, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
 
-def _state(request: Request) -> ServiceState:
-    return request.app.state.service  # type: ignore[no-any-return]
+def _drain_on_shutdown_signals(state: ServiceState) -> None:
+    """On SIGTERM/SIGINT, mark the state draining (readiness 503), then let the server's handler shut down.
 
+    The server (uvicorn) installs its handlers before the lifespan starts and restores its predecessors when it
+    stops; this chains in front of them. Off the main thread (an in-process test client) signals are not ours.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
 
-StateDep = Annotated[ServiceState, Depends(_state)]
+        def handler(
+            signum: int,
+            frame: FrameType | None,
+            previous: Callable[[int, FrameType | None], object] = previous,
+        ) -> None:
+            state.begin_drain()
+            previous(signum, frame)
 
-
-def _json(body: object) -> Response:
-    """Serialise a response model once, in Rust (faster than FastAPI's generic encoder)."""
-    return Response(body.model_dump_json(), media_type="application/json")  # type: ignore[attr-defined]
-
-
-def _add_routes(app: FastAPI, settings: Settings, metrics: ServiceMetrics) -> None:
-    async def require_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
-        expected = settings.api_key
-        if expected is not None and not secrets.compare_digest(
-            (x_api_key or "").encode(), expected.get_secret_value().encode()
-        ):
-            raise RequestError(401, "missing or wrong X-API-Key header")
-
-    write = [Depends(require_key)]
-
-    # /recommend and /score are answered by service.hotpath.HotRoutes with the same models and state methods;
-    # these declarations document them in /docs and answer if that layer is taken out
-    @app.post("/recommend", response_model=RecommendResponse)
-    async def recommend(body: RecommendRequest, state: StateDep) -> Response:
-        """Top-k items for a user's stored history or for a given history."""
-        return _json(await state.recommend(body))
-
-    @app.post("/score", response_model=ScoreResponse)
-    async def score(body: ScoreRequest, state: StateDep) -> Response:
-        """Scores of given candidate items, per request in a batch (for downstream rankers)."""
-        return _json(await state.score(body))
-
-    @app.post("/events", response_model=EventsResponse, dependencies=write)
-    async def events(body: EventsRequest, state: StateDep) -> Response:
-        """Append interactions to users' sequences and to the event stream."""
-        return _json(await state.append_events(body))
-
-    @app.post("/items", response_model=ItemsResponse, dependencies=write)
-    async def items(body: ItemsRequest, state: StateDep) -> Response:
-        """Add items from their text alone (row-space part, ID part zero); searchable when this returns."""
-        return _json(await state.add_items(body))
-
-    @app.post("/admin/reload", response_model=ReloadResponse, dependencies=write)
-    async def reload(state: StateDep, body: ReloadRequest | None = None) -> Response:
-        """Load, verify and warm an artifact beside the current one, then swap. On failure the old one stays."""
-        target = body.artifact if body and body.artifact else None
-        return _json(await state.reload_request(target))
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz(state: StateDep) -> JSONResponse:
-        """Readiness: a model is loaded and the store answers."""
-        ready, detail = await state.readiness()
-        return JSONResponse(detail, status_code=200 if ready else 503)
-
-    @app.get("/metrics")
-    async def metrics_route() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestError)
-    async def request_error(_: Request, exc: RequestError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
-
-    @app.exception_handler(NotReadyError)
-    async def not_ready(_: Request, exc: NotReadyError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
-
-    @app.exception_handler(TrainedItemError)
-    async def trained_item(_: Request, exc: TrainedItemError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
+        signal.signal(sig, handler)

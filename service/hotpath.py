@@ -1,99 +1,103 @@
-"""The read routes (``POST /recommend``, ``POST /score``) served as plain ASGI in front of FastAPI's router.
+"""The read routes served as plain ASGI in front of FastAPI's router, from the routes' own declarations.
 
 They carry the service's load, and FastAPI's per-request machinery (dependency solving, route context, generic body
 handling) is a fixed cost on every call: in-process on an idle core, a ``/recommend``-shaped call through a FastAPI
 route took ~130-160 µs against ~11-16 µs for the same validation and JSON in plain ASGI. This layer keeps every
-contract of those routes: the body is validated by the same pydantic models (in Rust, ``model_validate_json``), the
-same ``ServiceState`` methods answer, the response is the same model's JSON, and errors have FastAPI's shapes (422
-``{"detail": [...]}`` with ``loc`` starting at ``"body"`` for an invalid body, ``{"detail": "..."}`` for a
-``RequestError``, 503 with ``Retry-After`` before a model is loaded). The FastAPI routes stay declared, so ``/docs``
-and the OpenAPI schema describe these routes, and ``scope["route"]`` is set to them so the latency middleware labels
-requests by the same route template.
+contract of those routes because it reads them from ``service.routes.READ_ROUTER`` (``hot_table``): the body is
+validated by the declared pydantic model (in Rust, ``model_validate_json``), the declared endpoint answers, the
+response is its model's JSON, and errors come from ``service.errors`` as in the FastAPI handlers (422
+``{"detail": [...]}`` with ``loc`` starting at ``"body"`` for an invalid body, ``{"detail": "..."}`` for a domain
+error, 503 with ``Retry-After`` before a model is loaded). ``scope["route"]`` is set to the declared route so the
+latency middleware labels requests by the same route template.
 
 Anything else (another path or method) passes through to FastAPI untouched.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.schemas import RecommendRequest, ScoreRequest
-from service.state import NotReadyError, RequestError, ServiceState
+from service.errors import DOMAIN_ERRORS, Answer, detail_answer, error_answer, validation_answer
+from service.routes import current_state, service_of
+from service.state import ServiceState
 
-__all__ = ["HOT_ROUTES", "HotRoute", "HotRoutes"]
+__all__ = ["HotRoute", "HotRoutes", "hot_table"]
 
-Handler = Callable[[ServiceState, Any], Awaitable[BaseModel]]
+Endpoint = Callable[[BaseModel, ServiceState], Awaitable[BaseModel]]
 
 
 @dataclass(frozen=True)
 class HotRoute:
+    route: APIRoute
+    method: str
     body: type[BaseModel]
-    handler: Handler
+    endpoint: Endpoint
 
 
-HOT_ROUTES: dict[str, HotRoute] = {
-    "/recommend": HotRoute(RecommendRequest, lambda state, body: state.recommend(body)),
-    "/score": HotRoute(ScoreRequest, lambda state, body: state.score(body)),
-}
-
-_JSON = (b"content-type", b"application/json")
+def hot_table(routes: Iterable[BaseRoute]) -> dict[str, HotRoute]:
+    """path -> ``HotRoute`` for declared routes of one method whose endpoint is ``(body, state) -> model``."""
+    table = {}
+    for route in routes:
+        methods = sorted(route.methods or ()) if isinstance(route, APIRoute) else []
+        if not isinstance(route, APIRoute) or len(methods) != 1:
+            raise ValueError(f"{route}: a fast-path route has one method")
+        bodies = [p.field_info.annotation for p in route.dependant.body_params]
+        body = bodies[0] if len(bodies) == 1 else None
+        deps = [d.call for d in route.dependant.dependencies]
+        if deps != [current_state] or not (isinstance(body, type) and issubclass(body, BaseModel)):
+            raise ValueError(f"{route.path}: a fast-path endpoint takes (body model, state) only")
+        table[route.path] = HotRoute(route, methods[0], body, route.endpoint)
+    return table
 
 
 class HotRoutes:
-    """ASGI middleware answering ``POST`` on ``HOT_ROUTES`` itself; bodies above ``max_body_bytes`` get 413."""
+    """ASGI middleware answering the routes of ``table`` itself; any body above ``max_body_bytes`` gets 413.
 
-    def __init__(self, app: ASGIApp, routes: list[BaseRoute], max_body_bytes: int) -> None:
-        self.app, self.max_body_bytes = app, max_body_bytes
-        # the FastAPI route objects, so metrics label these requests with the same route template
-        self.declared = {getattr(r, "path", None): r for r in routes if getattr(r, "path", None)}
+    The body limit holds for every route: a request to another route with a body is read here (up to the limit)
+    and handed on to FastAPI whole.
+    """
+
+    def __init__(self, app: ASGIApp, table: dict[str, HotRoute], max_body_bytes: int) -> None:
+        self.app, self.table, self.max_body_bytes = app, table, max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = HOT_ROUTES.get(scope.get("path", "")) if scope["type"] == "http" else None
-        if route is None or scope["method"] != "POST":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        scope["route"] = self.declared.get(scope["path"])
-        status, payload, headers = await self._answer(scope, receive, route)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [_JSON, (b"content-length", str(len(payload)).encode()), *headers],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        route = self.table.get(scope["path"])
+        if route is not None and scope["method"] == route.method:
+            scope["route"] = route.route
+            await _send(send, await self._answer(scope, receive, route))
+        elif scope["method"] in _BODY_METHODS:
+            body = await self._read_body(receive)
+            if body is None:
+                await _send(send, self._too_large())
+                return
+            await self.app(scope, _replay(body, receive), send)
+        else:
+            await self.app(scope, receive, send)
 
-    async def _answer(
-        self, scope: Scope, receive: Receive, route: HotRoute
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    def _too_large(self) -> Answer:
+        return detail_answer(413, f"request body exceeds {self.max_body_bytes} bytes")
+
+    async def _answer(self, scope: Scope, receive: Receive, route: HotRoute) -> Answer:
         body = await self._read_body(receive)
         if body is None:
-            return _detail(413, f"request body exceeds {self.max_body_bytes} bytes")
+            return self._too_large()
         try:
             request = route.body.model_validate_json(body)
         except ValidationError as exc:
-            errors = [
-                {**e, "loc": ["body", *e["loc"]]}
-                for e in exc.errors(include_url=False, include_context=False)
-            ]
-            return 422, json.dumps({"detail": errors}, default=str).encode(), []
-        state: ServiceState | None = getattr(scope["app"].state, "service", None)
+            return validation_answer(exc)
         try:
-            if state is None:
-                raise NotReadyError("the service is starting")
-            answer = await route.handler(state, request)
-        except RequestError as exc:
-            return _detail(exc.status, exc.detail)
-        except NotReadyError as exc:
-            status, payload, _ = _detail(503, str(exc))
-            return status, payload, [(b"retry-after", b"1")]
+            answer = await route.endpoint(request, service_of(scope["app"]))
+        except DOMAIN_ERRORS as exc:
+            return error_answer(exc)
         return 200, answer.model_dump_json().encode(), []
 
     async def _read_body(self, receive: Receive) -> bytes | None:
@@ -112,5 +116,31 @@ class HotRoutes:
         return b"".join(chunks)
 
 
-def _detail(status: int, detail: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    return status, json.dumps({"detail": detail}).encode(), []
+_JSON = (b"content-type", b"application/json")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+async def _send(send: Send, answer: Answer) -> None:
+    status, payload, headers = answer
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [_JSON, (b"content-length", str(len(payload)).encode()), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the body already read, then whatever the client sends next (a disconnect)."""
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay

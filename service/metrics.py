@@ -7,6 +7,8 @@
 - ``rec_model_info{version,model_kind,embedding_mode}``: 1 for the version being served.
 - ``rec_index_items``, ``rec_cold_items``: items searchable now, of which added after training.
 - ``rec_reloads_total{result}``, ``rec_unknown_items_total``: reloads by outcome, unknown ids seen in requests.
+- ``rec_degraded_answers_total{route,reason}``: answers from the popularity fallback because the store failed
+  (``reason``: ``timeout`` or ``unavailable``).
 """
 
 from __future__ import annotations
@@ -63,6 +65,12 @@ class ServiceMetrics:
         self.unknown_items = Counter(
             "rec_unknown_items",
             "Unknown item ids met in histories, candidates or events",
+            registry=r,
+        )
+        self.degraded = Counter(
+            "rec_degraded_answers",
+            "Answers given without the store (popularity fallback), by route and store failure",
+            ["route", "reason"],
             registry=r,
         )
         for stage in STAGES:

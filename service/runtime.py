@@ -25,19 +25,16 @@ from numpy.typing import NDArray
 from core.alphafuse import SemanticBasis, cold_start, load_basis
 from core.artifact import Manifest, open_artifact
 from service.batcher import Batcher
+from service.errors import TrainedItemError
 from service.metrics import ServiceMetrics
 from service.text_encoder import OnnxTextEncoder
 
-__all__ = ["ModelRuntime", "Query", "TrainedItemError"]
+__all__ = ["FloatArray", "IntArray", "ModelRuntime", "Query", "TrainedItemError"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float32]
-
-
-class TrainedItemError(ValueError):
-    """An item id that belongs to the trained catalogue was sent as a new item."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +82,7 @@ class ModelRuntime:
             set()
         )  # rows of cold items replaced by a newer version of themselves
         self.cold_cursor = "0"
+        self.cold_synced = True  # False while the items stored after training could not be loaded
         self.basis: SemanticBasis | None = None
         self.text_encoder: OnnxTextEncoder | None = None
         self.encoder_key = ""
@@ -95,6 +93,15 @@ class ModelRuntime:
             self.basis = load_basis(directory / manifest.basis_file)
             self.text_encoder = OnnxTextEncoder(directory, te, threads=threads)
             self.encoder_key = manifest.files[f"{te.directory}/{te.onnx_file}"][:16]
+        self._open_encoder_and_index(threads)
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{self.version}")
+        self.batcher: Batcher[Query, tuple[IntArray, FloatArray]] = Batcher(
+            lambda queries: self.run(self.recommend, queries), max_batch
+        )
+
+    def _open_encoder_and_index(self, threads: int) -> None:
+        """The ONNX encoder session and the FAISS index (checked against the item table)."""
+        directory, manifest = self.directory, self.manifest
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -110,10 +117,6 @@ class ModelRuntime:
         for name, value in manifest.index.search_params().items():
             faiss.ParameterSpace().set_index_parameter(self.index, name, value)
         self.refine_factor = manifest.index.params.get("k_factor_rf")  # pq index only
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{self.version}")
-        self.batcher: Batcher[Query, tuple[IntArray, FloatArray]] = Batcher(
-            lambda queries: self.run(self.recommend, queries), max_batch
-        )
 
     @classmethod
     def load(
@@ -182,6 +185,8 @@ class ModelRuntime:
         """Left-padded gather of each history's last max_len rows -> ONNX encoder -> (B, d) user vectors."""
         t0 = time.perf_counter()
         hist = [h[-self.max_len :] for h in histories]
+        if not hist:
+            return np.zeros((0, self.manifest.dims.d), dtype=np.float32)
         length = max(len(h) for h in hist)
         if length == 0:
             raise ValueError("encode needs at least one item per history")

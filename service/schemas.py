@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 __all__ = [
+    "ErrorBody",
     "EventsRequest",
     "EventsResponse",
     "ItemsRequest",
     "ItemsResponse",
     "NewItem",
+    "ReadyResponse",
     "RecommendRequest",
     "RecommendResponse",
     "ReloadRequest",
@@ -33,7 +36,27 @@ def _id(value: Any) -> Any:
     return value
 
 
+def _encodable(value: str) -> str:
+    """Reject lone surrogates (JSON ``"\\ud800"``): they cannot be stored as UTF-8."""
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not valid unicode text: {exc.reason} at {exc.start}") from exc
+    return value
+
+
 Id = Annotated[str, BeforeValidator(_id), Field(min_length=1, max_length=256)]
+# ids and texts that are written to the store: the read routes parse JSON in Rust, which already refuses lone
+# surrogates; the write routes are parsed by FastAPI (Python's json), which lets them through
+StoredId = Annotated[Id, AfterValidator(_encodable)]
+Text = Annotated[str, AfterValidator(_encodable)]
+# either source of a history; "user_id": null counts as absent
+_ONE_SOURCE: JsonDict = {
+    "anyOf": [
+        {"required": ["user_id"], "properties": {"user_id": {"type": "string"}}},
+        {"required": ["history"], "properties": {"history": {"type": "array"}}},
+    ]
+}
 
 
 class _Body(BaseModel):
@@ -41,6 +64,10 @@ class _Body(BaseModel):
 
 
 class _HistorySource(_Body):
+    """A history given inline (``history``) or read from the store (``user_id``); at least one of the two."""
+
+    model_config = ConfigDict(json_schema_extra=_ONE_SOURCE)
+
     user_id: Id | None = Field(default=None, description="read the history from the store")
     history: list[Id] | None = Field(
         default=None, description="item ids, oldest first; used as given"
@@ -54,8 +81,10 @@ class _HistorySource(_Body):
 
 
 class RecommendRequest(_HistorySource):
-    k: int = Field(default=10, ge=1)
-    exclude_seen: bool = Field(default=True, description="leave out the items of the history")
+    k: int = Field(default=10, ge=1, strict=True, description="at most RECSYS_MAX_K (default 1000)")
+    exclude_seen: bool = Field(
+        default=True, strict=True, description="leave out the items of the history"
+    )
     exclude: list[Id] = Field(default_factory=list, description="item ids never to return")
 
 
@@ -70,6 +99,10 @@ class RecommendResponse(BaseModel):
     source: str = Field(description="'model', or 'popular' when the history has no known item")
     unknown_items: list[str] = Field(
         default_factory=list, description="history ids this model does not know"
+    )
+    degraded: bool = Field(
+        default=False,
+        description="the store did not answer in time: the popularity fallback answered instead",
     )
 
 
@@ -92,12 +125,21 @@ class ScoreResult(BaseModel):
 class ScoreResponse(BaseModel):
     results: list[ScoreResult]
     model_version: str
+    degraded: bool = Field(
+        default=False,
+        description="the store did not answer in time: requests by user_id got popularity scores",
+    )
 
 
 class Event(_Body):
-    user_id: Id
-    item_id: Id
-    timestamp: float | None = Field(default=None, description="unix seconds; default: arrival time")
+    user_id: StoredId
+    item_id: StoredId
+    timestamp: float | None = Field(
+        default=None,
+        strict=True,
+        allow_inf_nan=False,
+        description="unix seconds (a JSON number, not a boolean); default: arrival time",
+    )
 
 
 class EventsRequest(_Body):
@@ -112,11 +154,11 @@ class EventsResponse(BaseModel):
 
 
 class NewItem(_Body):
-    item_id: Id
-    text: str | None = Field(
+    item_id: StoredId
+    text: Text | None = Field(
         default=None, description="the item's text, as the trainer composed it"
     )
-    fields: dict[str, str | list[str]] | None = Field(
+    fields: dict[Text, Text | list[Text]] | None = Field(
         default=None,
         description="catalogue fields; joined like the trainer does ('; ', lists with ', ')",
     )
@@ -148,3 +190,22 @@ class ReloadResponse(BaseModel):
     model_version: str
     previous_version: str | None
     seconds: float
+
+
+class ReadyResponse(BaseModel):
+    model_version: str | None
+    store: str = Field(description="'ok' or 'unreachable'")
+
+
+class ValidationIssue(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx and 503: ``detail`` names the problem (a list of issues for an invalid body)."""
+
+    detail: str | list[ValidationIssue]

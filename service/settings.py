@@ -16,6 +16,10 @@ class Settings(BaseSettings):
     Attributes:
         artifact: an artifact directory, or a root whose ``CURRENT`` file names the version to serve.
         redis_url: e.g. ``redis://127.0.0.1:6379/0``; None keeps histories and new items in process memory.
+        redis_timeout_ms: connect and reply timeout of the store reads on the request path (a user's history):
+            past it, ``/recommend`` and ``/score`` answer from the popularity fallback, marked ``degraded``.
+        redis_write_timeout_ms: the same for writes and background reads (events, items, item sync); a write
+            that fails or times out answers 503 with ``Retry-After``.
         key_prefix: every Redis key the service writes starts with ``<key_prefix>:``.
         api_key: when set, write and admin routes need the header ``X-API-Key`` with this value.
         history_length: items kept per user (None: the model's max_len).
@@ -31,6 +35,8 @@ class Settings(BaseSettings):
 
     artifact: Path | None = None
     redis_url: str | None = None
+    redis_timeout_ms: float = Field(default=50.0, gt=0, le=60_000)
+    redis_write_timeout_ms: float = Field(default=1000.0, gt=0, le=60_000)
     key_prefix: str = Field(default="recsys", pattern=r"^[A-Za-z0-9_.:-]+$")
     api_key: SecretStr | None = None
     history_length: int | None = Field(default=None, gt=0, le=10_000)
@@ -45,7 +51,7 @@ class Settings(BaseSettings):
     max_items_per_request: int = Field(default=256, gt=0)
     max_text_chars: int = Field(default=10_000, gt=0)
     max_body_bytes: int = Field(
-        default=16 * 2**20, gt=0, description="largest /recommend or /score body (413 above)"
+        default=16 * 2**20, gt=0, description="largest request body of any route (413 above)"
     )
     events_stream_maxlen: int = Field(default=1_000_000, gt=0)
     reload_poll_seconds: float = Field(default=0.0, ge=0)

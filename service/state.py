@@ -1,7 +1,8 @@
 """What the routes do: the service's state (settings, store, the runtime being served) and its operations.
 
-Routes in ``service.app`` are thin; each calls one method here. Domain errors are ``RequestError`` (a 4xx with a
-message naming the problem) and ``NotReadyError`` (503 until a model is loaded), mapped to HTTP in the app.
+Routes in ``service.routes`` are thin; each calls one method here. Domain errors (``service.errors``) are
+``RequestError`` (a 4xx with a message naming the problem) and ``NotReadyError`` (503 until a model is loaded),
+mapped to HTTP in ``service.errors.error_answer``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import TypeVar
 import numpy as np
 
 from core.artifact import CURRENT_FILE, resolve_artifact
-from core.item_text import compose_item_text
+from service import items
+from service.errors import NotReadyError, RequestError, StoreUnavailableError, check_limit
 from service.metrics import ServiceMetrics
-from service.runtime import ModelRuntime, Query
+from service.runtime import FloatArray, IntArray, ModelRuntime, Query
 from service.schemas import (
     EventsRequest,
     EventsResponse,
@@ -35,7 +37,7 @@ from service.schemas import (
     ScoreResult,
 )
 from service.settings import Settings
-from service.store import Event, HistoryStore, StoredItem
+from service.store import Event, HistoryStore
 
 __all__ = ["NotReadyError", "RequestError", "ServiceState"]
 
@@ -44,17 +46,6 @@ T = TypeVar("T")
 RETIRE_AFTER_SECONDS = (
     30.0  # a swapped-out runtime keeps its worker this long for requests still in flight
 )
-EMBED_CHUNK = 256
-
-
-class RequestError(Exception):
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.detail = status, detail
-
-
-class NotReadyError(Exception):
-    """No model loaded yet (or the configured artifact failed to load)."""
 
 
 class ServiceState:
@@ -62,9 +53,10 @@ class ServiceState:
         self.settings, self.store, self.metrics = settings, store, metrics
         self.runtime: ModelRuntime | None = None
         self._reload_lock = asyncio.Lock()
-        self._items_lock = asyncio.Lock()
+        self.items_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._failed_version: str | None = None
+        self.draining = False
 
     # ---- lifecycle ----
 
@@ -90,13 +82,25 @@ class ServiceState:
         await self.store.close()
 
     async def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Ready: a model is loaded with every stored item, the store answers, and no shutdown has begun."""
         store_ok = await self.store.ping()
         rt = self.runtime
+        if rt is not None and store_ok and not rt.cold_synced:
+            with contextlib.suppress(StoreUnavailableError):
+                await self.sync_items()
         detail: dict[str, object] = {
             "model_version": rt.version if rt else None,
             "store": "ok" if store_ok else "unreachable",
+            "draining": self.draining,
         }
-        return rt is not None and store_ok, detail
+        ready = rt is not None and rt.cold_synced and store_ok and not self.draining
+        return ready, detail
+
+    def begin_drain(self) -> None:
+        """Shutdown has begun: readiness answers 503 from now on; requests are still answered."""
+        if not self.draining:
+            logger.info("shutdown: draining, /readyz now answers 503")
+        self.draining = True
 
     def require_runtime(self) -> ModelRuntime:
         if self.runtime is None:
@@ -114,9 +118,14 @@ class ServiceState:
     async def recommend(self, body: RecommendRequest) -> RecommendResponse:
         rt = self.require_runtime()
         s = self.settings
-        _bound("k", body.k, s.max_k)
-        _bound("exclude", len(body.exclude), s.max_candidates)
-        rows, unknown = rt.lookup(await self._history_ids(body.user_id, body.history, rt.max_len))
+        check_limit("k", body.k, s.max_k)
+        check_limit("exclude", len(body.exclude), s.max_candidates)
+        degraded = False
+        try:
+            ids = await self._history_ids(body.user_id, body.history, rt.max_len)
+        except StoreUnavailableError as exc:  # answer as for a user with no history, and say so
+            ids, degraded = (), self._degraded("/recommend", exc)
+        rows, unknown = rt.lookup(ids)
         exclude_rows, _ = rt.lookup(body.exclude)
         exclude = frozenset(exclude_rows.tolist()) | (
             frozenset(rows.tolist()) if body.exclude_seen else frozenset()
@@ -127,7 +136,11 @@ class ServiceState:
             top = await rt.run(rt.popular, body.k, exclude)
             items = [ScoredItem(item_id=rt.item_id(r), score=0.0) for r in top.tolist()]
             return RecommendResponse(
-                items=items, model_version=rt.version, source="popular", unknown_items=unknown
+                items=items,
+                model_version=rt.version,
+                source="popular",
+                unknown_items=unknown,
+                degraded=degraded,
             )
         found, scores = await rt.batcher.submit(Query(rows, body.k, exclude))
         items = [
@@ -141,11 +154,18 @@ class ServiceState:
     async def score(self, body: ScoreRequest) -> ScoreResponse:
         rt = self.require_runtime()
         s = self.settings
-        _bound("requests", len(body.requests), s.max_batch)
+        check_limit("requests", len(body.requests), s.max_batch)
         histories, candidates, unknowns, known = [], [], [], []
+        degraded = False
         for i, q in enumerate(body.requests):
-            _bound(f"requests[{i}].item_ids", len(q.item_ids), s.max_candidates)
-            rows, unknown = rt.lookup(await self._history_ids(q.user_id, q.history, rt.max_len))
+            check_limit(f"requests[{i}].item_ids", len(q.item_ids), s.max_candidates)
+            try:  # once the store failed, the batch's other stored histories are not waited for
+                ids = await self._history_ids(
+                    None if degraded else q.user_id, q.history, rt.max_len
+                )
+            except StoreUnavailableError as exc:
+                ids, degraded = (), self._degraded("/score", exc)
+            rows, unknown = rt.lookup(ids)
             cand = np.fromiter(
                 (rt.row_of.get(c, -1) for c in q.item_ids), np.int64, len(q.item_ids)
             )
@@ -154,8 +174,8 @@ class ServiceState:
             candidates.append(cand)
             if len(rows):
                 known.append(i)
-        scored = await rt.run(
-            rt.score, [histories[i] for i in known], [np.maximum(candidates[i], 0) for i in known]
+        scored = await self._score_known(
+            rt, [histories[i] for i in known], [candidates[i] for i in known]
         )
         by_request = dict(zip(known, scored, strict=True))
         results = []
@@ -167,24 +187,41 @@ class ServiceState:
                 vals, source = [float(v) for v in rt.popularity_of(cand)], "popular"
             scores = [v if r >= 0 else None for v, r in zip(vals, cand.tolist(), strict=True)]
             results.append(ScoreResult(scores=scores, unknown_items=unknowns[i], source=source))
-        return ScoreResponse(results=results, model_version=rt.version)
+        return ScoreResponse(results=results, model_version=rt.version, degraded=degraded)
+
+    @staticmethod
+    async def _score_known(
+        rt: ModelRuntime, histories: list[IntArray], candidates: list[IntArray]
+    ) -> list[FloatArray]:
+        """Model scores of the requests with a known history (none: no encoder call at all)."""
+        if not histories:
+            return []
+        return await rt.run(rt.score, histories, [np.maximum(c, 0) for c in candidates])
 
     async def _history_ids(
         self, user_id: str | None, history: list[str] | None, n: int
     ) -> Sequence[str]:
+        """The given history, else the user's stored one (``StoreUnavailableError`` if the store fails)."""
         if history is not None:
-            _bound("history", len(history), self.settings.max_history)
+            check_limit("history", len(history), self.settings.max_history)
             return history
-        assert user_id is not None  # the request schema requires one of the two
+        if user_id is None:  # only when an earlier store read of the same request failed
+            return ()
         t0 = time.perf_counter()
         ids = await self.store.read_history(user_id, n)
         self.metrics.stage_seconds.labels("history").observe(time.perf_counter() - t0)
         return ids
 
+    def _degraded(self, route: str, exc: StoreUnavailableError) -> bool:
+        self.metrics.degraded.labels(
+            route, exc.reason
+        ).inc()  # no log line: one per request in an outage
+        return True
+
     # ---- /events and /items ----
 
     async def append_events(self, body: EventsRequest) -> EventsResponse:
-        _bound("events", len(body.events), self.settings.max_batch)
+        check_limit("events", len(body.events), self.settings.max_batch)
         events = [Event(e.user_id, e.item_id, e.timestamp) for e in body.events]
         await self.store.append_events(events, keep=self.history_length)
         unknown: list[str] = []
@@ -195,67 +232,11 @@ class ServiceState:
         return EventsResponse(accepted=len(events), unknown_items=sorted(set(unknown)))
 
     async def add_items(self, body: ItemsRequest) -> ItemsResponse:
-        rt = self.require_runtime()
-        s = self.settings
-        _bound("items", len(body.items), s.max_items_per_request)
-        if not rt.manifest.supports_text:
-            raise RequestError(
-                409,
-                f"model {rt.version} ({rt.manifest.embedding_mode}) cannot embed items from text",
-            )
-        ids = [item.item_id for item in body.items]
-        if len(set(ids)) != len(ids):
-            raise RequestError(422, "duplicate item_id in one request")
-        texts = [
-            item.text if item.text is not None else compose_item_text((item.fields or {}).values())
-            for item in body.items
-        ]
-        for item_id, text in zip(ids, texts, strict=True):
-            if not text.strip():
-                raise RequestError(422, f"item {item_id!r}: empty text")
-            _bound(f"item {item_id!r} text length", len(text), s.max_text_chars)
-        trained = [i for i in ids if rt.is_trained(i)]
-        if trained:
-            raise RequestError(409, f"already in the trained catalogue: {trained[:10]}")
-        async with self._items_lock:
-            emb = await rt.run(rt.embed_texts, texts)  # (B, d_l)
-            stored = [StoredItem(i, t, e) for i, t, e in zip(ids, texts, emb, strict=True)]
-            await self.store.save_items(stored, rt.encoder_key)  # persisted before it is served
-            await rt.run(rt.add_items, ids, texts, emb)
-        return ItemsResponse(added=ids, index_items=rt.live_items, model_version=rt.version)
+        return await items.add_items(self, body)
 
     async def sync_items(self) -> None:
         """Add items that other pods stored since this runtime last looked (idempotent)."""
-        rt = self.runtime
-        if rt is None or not rt.manifest.supports_text:
-            return
-        items, cursor = await self.store.items_since(rt.cold_cursor, rt.encoder_key)
-        async with self._items_lock:
-            fresh = [
-                i
-                for i in items
-                if rt.cold_texts.get(i.item_id) != i.text and not rt.is_trained(i.item_id)
-            ]
-            if fresh:
-                await self._add_stored(rt, fresh)
-            rt.cold_cursor = cursor
-
-    async def _add_stored(self, rt: ModelRuntime, items: Sequence[StoredItem]) -> None:
-        """Add stored items to ``rt``, embedding (and caching) the texts that lack this encoder's vector."""
-        d_l = rt.manifest.dims.d_l
-        vectors = {i.item_id: i.embedding for i in items if i.embedding is not None}
-        vectors = {k: v for k, v in vectors.items() if v.shape == (d_l,)}
-        missing = [i for i in items if i.item_id not in vectors]
-        for start in range(0, len(missing), EMBED_CHUNK):
-            chunk = missing[start : start + EMBED_CHUNK]
-            emb = await rt.run(rt.embed_texts, [i.text for i in chunk])  # (b, d_l)
-            await self.store.cache_embeddings([i.item_id for i in chunk], emb, rt.encoder_key)
-            vectors.update(zip([i.item_id for i in chunk], emb, strict=True))
-        if missing:
-            logger.info("embedded the text of %d stored items for %s", len(missing), rt.version)
-        ids = [i.item_id for i in items]
-        emb = np.stack([vectors[i] for i in ids]).astype(np.float32)  # (B, d_l)
-        await rt.run(rt.add_items, ids, [i.text for i in items], emb)
+        await items.sync_items(self)
 
     # ---- reload ----
 
@@ -277,10 +258,7 @@ class ServiceState:
             try:
                 new = await asyncio.to_thread(self._load, resolve_artifact(path))
                 if new.manifest.supports_text:
-                    items, cursor = await self.store.load_items(new.encoder_key)
-                    if items:
-                        await self._add_stored(new, items)
-                    new.cold_cursor = cursor
+                    await self._load_stored_items(new)
                 await new.run(new.warm_up)
             except Exception:
                 self.metrics.reloads.labels("failed").inc()
@@ -301,6 +279,16 @@ class ServiceState:
             )
             return ReloadResponse(
                 model_version=new.version, previous_version=old and old.version, seconds=seconds
+            )
+
+    async def _load_stored_items(self, rt: ModelRuntime) -> None:
+        """The items added after training, into a runtime being loaded. If the store fails, ``rt`` starts without
+        them (``rt.cold_synced`` False: not ready) and ``sync_items`` adds them once the store answers."""
+        try:
+            await items.catch_up(self, rt)
+        except StoreUnavailableError as exc:
+            logger.warning(
+                "%s starts without its added items until the store answers: %s", rt.version, exc
             )
 
     def _settle_heap(self) -> None:
@@ -347,10 +335,7 @@ class ServiceState:
             await asyncio.sleep(seconds)
             try:
                 await fn()
+            except StoreUnavailableError as exc:
+                logger.warning("background task %s: %s", getattr(fn, "__name__", fn), exc)
             except Exception:
                 logger.exception("background task %s failed", getattr(fn, "__name__", fn))
-
-
-def _bound(name: str, value: int, limit: int) -> None:
-    if value > limit:
-        raise RequestError(422, f"{name}: {value} exceeds the limit of {limit}")

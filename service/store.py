@@ -14,15 +14,55 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from service.errors import StoreUnavailableError
 
 __all__ = ["Event", "HistoryStore", "MemoryStore", "RedisStore", "StoredItem", "open_store"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+# what a store call can raise when Redis is down, slow or refusing: redis-py's errors, and OS-level socket errors
+STORE_FAULTS = (RedisError, OSError)
+
+
+def store_fault(exc: BaseException, op: str) -> StoreUnavailableError:
+    """``StoreUnavailableError`` for a failed store call; ``reason`` is ``timeout`` or ``unavailable``."""
+    reason = "timeout" if isinstance(exc, RedisTimeoutError | TimeoutError) else "unavailable"
+    return StoreUnavailableError(f"store unavailable ({op}): {type(exc).__name__}: {exc}", reason)
+
+
+def _faults(
+    op: str,
+) -> Callable[
+    [Callable[Concatenate[RedisStore, P], Coroutine[Any, Any, R]]],
+    Callable[Concatenate[RedisStore, P], Coroutine[Any, Any, R]],
+]:
+    """Turn the store errors of a ``RedisStore`` method into ``StoreUnavailableError`` (not on the hot path)."""
+
+    def wrap(
+        fn: Callable[Concatenate[RedisStore, P], Coroutine[Any, Any, R]],
+    ) -> Callable[Concatenate[RedisStore, P], Coroutine[Any, Any, R]]:
+        async def call(store: RedisStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return await fn(store, *args, **kwargs)
+            except STORE_FAULTS as exc:
+                raise store_fault(exc, op) from exc
+
+        call.__name__, call.__doc__ = fn.__name__, fn.__doc__
+        return call
+
+    return wrap
 
 
 @dataclass(frozen=True)
@@ -55,33 +95,66 @@ class HistoryStore(Protocol):
 
 
 class RedisStore:
-    def __init__(self, client: Redis, prefix: str, stream_maxlen: int = 1_000_000) -> None:
+    """Redis behind the ``HistoryStore`` interface. Every failed call raises ``StoreUnavailableError``.
+
+    ``client`` serves writes and background reads; ``reader`` (default: ``client``) serves the reads on the request
+    path (``read_history``, ``ping``), so they can have a shorter timeout. redis-py drops a connection whose call
+    failed or timed out and reconnects on the next call, so the store recovers by itself when Redis is back.
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        prefix: str,
+        stream_maxlen: int = 1_000_000,
+        reader: Redis | None = None,
+    ) -> None:
         # redis-py annotates replies as bytes | str (it depends on decode_responses); this client has bytes only
         self.client: Any = client
+        self.reader: Any = reader or client
         self.prefix, self.stream_maxlen = prefix, stream_maxlen
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, stream_maxlen: int = 1_000_000) -> RedisStore:
-        return cls(Redis.from_url(url, decode_responses=False), prefix, stream_maxlen)
+    def from_url(
+        cls,
+        url: str,
+        prefix: str,
+        stream_maxlen: int = 1_000_000,
+        read_timeout: float | None = None,
+        write_timeout: float | None = None,
+    ) -> RedisStore:
+        """Without timeouts: redis-py's defaults (no timeout, retries), for offline tools such as the exporter.
+
+        With them (seconds): each client connects and waits for replies at most that long and never retries, so a
+        request waits for the store at most one timeout.
+        """
+        if read_timeout is None and write_timeout is None:
+            return cls(Redis.from_url(url, decode_responses=False), prefix, stream_maxlen)
+        return cls(_client(url, write_timeout), prefix, stream_maxlen, _client(url, read_timeout))
 
     def _seq(self, user_id: str) -> str:
         return f"{self.prefix}:seq:{user_id}"
 
     async def ping(self) -> bool:
         try:
-            return bool(await self.client.ping())
+            return bool(await self.reader.ping())
         except (OSError, ConnectionError, TimeoutError):
             return False
         except Exception:  # redis.exceptions.RedisError and friends: not ready, never a crash
             return False
 
     async def read_history(self, user_id: str, n: int) -> list[str]:
-        raw: list[bytes] = await self.client.lrange(self._seq(user_id), -n, -1)
+        try:
+            raw: list[bytes] = await self.reader.lrange(self._seq(user_id), -n, -1)
+        except STORE_FAULTS as exc:
+            raise store_fault(exc, "read history") from exc
         return [b.decode() for b in raw]
 
+    @_faults("append events")
     async def append_events(self, events: Sequence[Event], keep: int) -> None:
+        """All events of one call in one MULTI/EXEC: stored together or not at all."""
         by_user: dict[str, list[str]] = defaultdict(list)
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=True)
         for e in events:
             by_user[e.user_id].append(e.item_id)
             ts = time.time() if e.timestamp is None else e.timestamp
@@ -92,6 +165,7 @@ class RedisStore:
             pipe.ltrim(self._seq(user), -keep, -1)
         await pipe.execute()
 
+    @_faults("save items")
     async def save_items(self, items: Sequence[StoredItem], encoder: str) -> None:
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(f"{self.prefix}:items", mapping={i.item_id: i.text for i in items})
@@ -102,12 +176,14 @@ class RedisStore:
             pipe.xadd(f"{self.prefix}:items:log", {"item_id": i.item_id})
         await pipe.execute()
 
+    @_faults("cache embeddings")
     async def cache_embeddings(
         self, item_ids: Sequence[str], embeddings: NDArray[np.float32], encoder: str
     ) -> None:
         mapping = {i: _to_bytes(e) for i, e in zip(item_ids, embeddings, strict=True)}
         await self.client.hset(f"{self.prefix}:items:emb:{encoder}", mapping=mapping)
 
+    @_faults("load items")
     async def load_items(self, encoder: str) -> tuple[list[StoredItem], str]:
         last = await self.client.xrevrange(f"{self.prefix}:items:log", count=1)
         cursor = last[0][0].decode() if last else "0-0"
@@ -133,6 +209,7 @@ class RedisStore:
             ]
             start = "(" + entries[-1][0].decode()  # exclusive: after the last entry read
 
+    @_faults("read new items")
     async def items_since(self, cursor: str, encoder: str) -> tuple[list[StoredItem], str]:
         entries = await self.client.xread({f"{self.prefix}:items:log": cursor}, count=10_000)
         if not entries:
@@ -151,6 +228,8 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+        if self.reader is not self.client:
+            await self.reader.aclose()
 
 
 class MemoryStore:
@@ -202,10 +281,26 @@ class MemoryStore:
         return None
 
 
-def open_store(redis_url: str | None, prefix: str, stream_maxlen: int) -> HistoryStore:
+def open_store(
+    redis_url: str | None,
+    prefix: str,
+    stream_maxlen: int,
+    read_timeout: float | None = None,
+    write_timeout: float | None = None,
+) -> HistoryStore:
     if redis_url is None:
         return MemoryStore()
-    return RedisStore.from_url(redis_url, prefix, stream_maxlen)
+    return RedisStore.from_url(redis_url, prefix, stream_maxlen, read_timeout, write_timeout)
+
+
+def _client(url: str, timeout: float | None) -> Redis:
+    return Redis.from_url(
+        url,
+        decode_responses=False,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 def _to_bytes(x: NDArray[np.float32]) -> bytes:

@@ -16,6 +16,7 @@ import redis
 
 from core.artifact import resolve_artifact
 from service.settings import Settings
+from tests.service.faults import FaultyProxy, RedisServer
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -84,3 +85,21 @@ def settings(artifact_root: Path, redis_url: str, key_prefix: str) -> Settings:
     return Settings(
         artifact=artifact_root, redis_url=redis_url, key_prefix=key_prefix, cold_sync_seconds=0
     )
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of this test alone (free port, no persistence): it may be stopped and restarted."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_proxy(private_redis: RedisServer) -> Iterator[FaultyProxy]:
+    """A TCP proxy in front of ``private_redis`` that can delay replies or drop connections."""
+    proxy = FaultyProxy(private_redis.port)
+    proxy.start()
+    yield proxy
+    proxy.close()

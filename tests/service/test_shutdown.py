@@ -1,0 +1,84 @@
+"""Shutdown: ``recsys serve`` (``python -m service.cli``) answers SIGTERM by draining (readiness false), finishing
+the requests in flight and exiting 0; the Deployment gives it the time to do so."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from tests.service.faults import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the server exited while starting"
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the server did not become ready")
+
+
+def test_sigterm_finishes_requests_in_flight_and_exits_0(
+    artifact_root: Path, redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RECSYS_COLD_SYNC_SECONDS": "0"}
+    cmd = [sys.executable, "-m", "service.cli", "--port", str(port), "--log-level", "info"]
+    cmd += ["--artifact", str(artifact_root), "--redis-url", redis_url, "--key-prefix", key_prefix]
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            _wait_ready(base, proc)
+            answers: list[httpx.Response] = []
+            # a reload loads, verifies and warms the artifact again: a request that takes a while
+            slow = threading.Thread(
+                target=lambda: answers.append(
+                    httpx.post(f"{base}/admin/reload", json={}, timeout=60)
+                )
+            )
+            slow.start()
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            slow.join(timeout=60)
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    log = log_path.read_text()
+    (answer,) = answers
+    assert answer.status_code == 200, answer.text
+    version = (artifact_root / "CURRENT").read_text().strip()  # other tests may have moved it on
+    assert answer.json()["model_version"] == version
+    assert "draining, /readyz now answers 503" in log
+    assert log.index("draining") < log.rindex(f"serving {version}")  # drained while the reload ran
+
+
+def test_the_deployment_grace_period_covers_prestop_and_the_drain() -> None:
+    deployment = yaml.safe_load((REPO / "k8s" / "deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    pre_stop = " ".join(container["lifecycle"]["preStop"]["exec"]["command"])
+    sleep_s = float(pre_stop.split("time.sleep(")[1].split(")")[0])
+    cmd = container["command"]
+    drain_s = float(cmd[cmd.index("--timeout-graceful-shutdown") + 1])
+    assert (
+        sleep_s >= 5
+    )  # endpoint removal reaches the load balancers before the server stops accepting
+    assert pod["terminationGracePeriodSeconds"] >= sleep_s + drain_s + 5
