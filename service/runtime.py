@@ -20,21 +20,20 @@ from typing import TypeVar
 import faiss
 import numpy as np
 import onnxruntime as ort
-from numpy.typing import NDArray
 
 from core.alphafuse import SemanticBasis, cold_start, load_basis
+from core.arrays import Float32Array, IntArray
 from core.artifact import Manifest, open_artifact
+from core.histories import embed_histories
 from service.batcher import Batcher
 from service.errors import TrainedItemError
 from service.metrics import ServiceMetrics
 from service.text_encoder import OnnxTextEncoder
 
-__all__ = ["FloatArray", "IntArray", "ModelRuntime", "Query", "TrainedItemError"]
+__all__ = ["Float32Array", "IntArray", "ModelRuntime", "Query", "TrainedItemError"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-IntArray = NDArray[np.int64]
-FloatArray = NDArray[np.float32]
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ class ModelRuntime:
             raise ValueError(
                 f"{directory}: items table {table.shape} {table.dtype}, expected float32"
             )
-        self._table: FloatArray = table
+        self._table: Float32Array = table
         self.size = self.num_trained
         popularity = np.load(directory / manifest.popularity_file, allow_pickle=False)
         self._popularity = popularity.astype(np.float64)  # (N,) training interaction counts
@@ -95,7 +94,7 @@ class ModelRuntime:
             self.encoder_key = manifest.files[f"{te.directory}/{te.onnx_file}"][:16]
         self._open_encoder_and_index(threads)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{self.version}")
-        self.batcher: Batcher[Query, tuple[IntArray, FloatArray]] = Batcher(
+        self.batcher: Batcher[Query, tuple[IntArray, Float32Array]] = Batcher(
             lambda queries: self.run(self.recommend, queries), max_batch
         )
 
@@ -135,7 +134,7 @@ class ModelRuntime:
         self.metrics.index_items.set(self.live_items)
         self.metrics.cold_items.set(len(self.cold_texts))
 
-    def popularity_of(self, rows: IntArray) -> FloatArray:
+    def popularity_of(self, rows: IntArray) -> Float32Array:
         """Training interaction counts of rows (0 for items added after training; rows < 0 read as 0)."""
         known = (rows >= 0) & (rows < self.num_trained)
         out = np.zeros(len(rows), dtype=np.float32)
@@ -175,13 +174,13 @@ class ModelRuntime:
     def item_id(self, row: int) -> str:
         return self.item_ids[row]
 
-    def vector_of(self, item_id: str) -> FloatArray:
+    def vector_of(self, item_id: str) -> Float32Array:
         """(d,) the fused vector an item is served with (a copy)."""
         return np.array(self._table[self.row_of[item_id]], dtype=np.float32)
 
     # ---- compute (worker thread only) ----
 
-    def encode(self, histories: Sequence[IntArray]) -> FloatArray:
+    def encode(self, histories: Sequence[IntArray]) -> Float32Array:
         """Left-padded gather of each history's last max_len rows -> ONNX encoder -> (B, d) user vectors."""
         t0 = time.perf_counter()
         hist = [h[-self.max_len :] for h in histories]
@@ -190,17 +189,12 @@ class ModelRuntime:
         length = max(len(h) for h in hist)
         if length == 0:
             raise ValueError("encode needs at least one item per history")
-        rows = np.zeros((len(hist), length), dtype=np.int64)  # (B, L)
-        mask = np.zeros((len(hist), length), dtype=bool)  # (B, L), left padding
-        for b, h in enumerate(hist):
-            rows[b, length - len(h) :] = h
-            mask[b, length - len(h) :] = True
-        item_emb = self._table[rows] * mask[..., None]  # (B, L, d)
+        item_emb, mask = embed_histories(self._table, hist, length)  # (B, L, d), (B, L)
         (user,) = self.session.run(None, {"item_emb": item_emb, "mask": mask})
         self.metrics.stage_seconds.labels("encode").observe(time.perf_counter() - t0)
         return np.asarray(user, dtype=np.float32)  # (B, d)
 
-    def recommend(self, queries: Sequence[Query]) -> list[tuple[IntArray, FloatArray]]:
+    def recommend(self, queries: Sequence[Query]) -> list[tuple[IntArray, Float32Array]]:
         """Top-k rows and scores per query, excluded and replaced rows filtered out."""
         users = self.encode([q.rows for q in queries])  # (B, d)
         self.metrics.batch_size.observe(len(queries))
@@ -234,7 +228,9 @@ class ModelRuntime:
         params.k_factor = max(1.0, (self.refine_factor * k + want - k) / want)
         return params
 
-    def _filter(self, found: IntArray, scores: FloatArray, q: Query) -> tuple[IntArray, FloatArray]:
+    def _filter(
+        self, found: IntArray, scores: Float32Array, q: Query
+    ) -> tuple[IntArray, Float32Array]:
         keep = [
             i
             for i, row in enumerate(found.tolist())
@@ -249,12 +245,12 @@ class ModelRuntime:
 
     def score(
         self, histories: Sequence[IntArray], candidates: Sequence[IntArray]
-    ) -> list[FloatArray]:
+    ) -> list[Float32Array]:
         """Inner products of each history's user vector with its candidate rows."""
         users = self.encode(histories)  # (B, d)
         return [np.asarray(self._table[c] @ u) for u, c in zip(users, candidates, strict=True)]
 
-    def embed_texts(self, texts: Sequence[str]) -> FloatArray:
+    def embed_texts(self, texts: Sequence[str]) -> Float32Array:
         """(B,) texts -> (B, d_l) language embeddings with the artifact's ONNX text encoder."""
         if self.text_encoder is None:
             raise ValueError(f"artifact {self.version} has no text path")
@@ -264,7 +260,7 @@ class ModelRuntime:
         return emb
 
     def add_items(
-        self, item_ids: Sequence[str], texts: Sequence[str], text_emb: FloatArray
+        self, item_ids: Sequence[str], texts: Sequence[str], text_emb: Float32Array
     ) -> None:
         """Add (or replace) items from their text embeddings: row-space part only, ID part exactly zero."""
         if self.basis is None:

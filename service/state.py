@@ -18,11 +18,12 @@ from typing import TypeVar
 
 import numpy as np
 
+from core.arrays import Float32Array, IntArray
 from core.artifact import CURRENT_FILE, resolve_artifact
 from service import items
 from service.errors import NotReadyError, RequestError, StoreUnavailableError, check_limit
 from service.metrics import ServiceMetrics
-from service.runtime import FloatArray, IntArray, ModelRuntime, Query
+from service.runtime import ModelRuntime, Query
 from service.schemas import (
     EventsRequest,
     EventsResponse,
@@ -192,7 +193,7 @@ class ServiceState:
     @staticmethod
     async def _score_known(
         rt: ModelRuntime, histories: list[IntArray], candidates: list[IntArray]
-    ) -> list[FloatArray]:
+    ) -> list[Float32Array]:
         """Model scores of the requests with a known history (none: no encoder call at all)."""
         if not histories:
             return []

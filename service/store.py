@@ -26,6 +26,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from core.events import decode_event, encode_event, events_stream
 from service.errors import StoreUnavailableError
 
 __all__ = ["Event", "HistoryStore", "MemoryStore", "RedisStore", "StoredItem", "open_store"]
@@ -158,8 +159,10 @@ class RedisStore:
         for e in events:
             by_user[e.user_id].append(e.item_id)
             ts = time.time() if e.timestamp is None else e.timestamp
-            fields = {"user_id": e.user_id, "item_id": e.item_id, "timestamp": repr(ts)}
-            pipe.xadd(f"{self.prefix}:events", fields, maxlen=self.stream_maxlen, approximate=True)
+            fields = encode_event(e.user_id, e.item_id, ts)
+            pipe.xadd(
+                events_stream(self.prefix), fields, maxlen=self.stream_maxlen, approximate=True
+            )
         for user, items in by_user.items():
             pipe.rpush(self._seq(user), *items)
             pipe.ltrim(self._seq(user), -keep, -1)
@@ -199,14 +202,11 @@ class RedisStore:
         start = "-"
         while True:
             entries = await self.client.xrange(
-                f"{self.prefix}:events", min=start, max="+", count=page
+                events_stream(self.prefix), min=start, max="+", count=page
             )
             if not entries:
                 return
-            yield [
-                Event(f[b"user_id"].decode(), f[b"item_id"].decode(), float(f[b"timestamp"]))
-                for _, f in entries
-            ]
+            yield [Event(*decode_event(f)) for _, f in entries]
             start = "(" + entries[-1][0].decode()  # exclusive: after the last entry read
 
     @_faults("read new items")
