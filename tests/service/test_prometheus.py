@@ -47,13 +47,15 @@ LATENCY_P99 = "Latency p99 by route"
 def services(
     artifact_root: Path, redis_url: str, key_prefix: str, tmp_path: Path
 ) -> Iterator[list[ServiceProcess]]:
-    """A replica serving v1, and one with no model (every /score is a 503)."""
+    """A replica serving v1, one with no model (every /score is a 503), and one serving v1 whose Redis does not
+    answer (every /recommend by user_id is a degraded answer)."""
     ready = {
         "RECSYS_ARTIFACT": str(artifact_root / "v1"),
         "RECSYS_REDIS_URL": redis_url,
         "RECSYS_KEY_PREFIX": key_prefix,
     }
-    with running_services([ready, {}], tmp_path) as started:
+    no_store = {**ready, "RECSYS_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    with running_services([ready, {}, no_store], tmp_path) as started:
         yield started
 
 
@@ -183,13 +185,13 @@ def test_every_dashboard_query_returns_data_and_the_p99_matches_the_client(
     services: list[ServiceProcess], prometheus: str, artifact_root: Path
 ) -> None:
     started = time.monotonic()
-    ready, not_ready = services
+    ready, not_ready, no_store = services
     instance = f"127.0.0.1:{ready.port}"
-    wait_for(prometheus, 'count(up{job="recsys"} == 1)', 2)
+    wait_for(prometheus, 'count(up{job="recsys"} == 1)', 3)
 
     ids = json.loads((artifact_root / "v1" / "item_ids.json").read_text())
     users = [f"user-{i}" for i in range(20)]
-    client, failing = Client(ready.port), Client(not_ready.port)
+    client, failing, degraded = Client(ready.port), Client(not_ready.port), Client(no_store.port)
     try:
         # eight stored events per user, so /recommend by user_id reads a history from Redis
         events = [
@@ -206,6 +208,7 @@ def test_every_dashboard_query_returns_data_and_the_p99_matches_the_client(
             score = {"requests": [{"user_id": users[0], "item_ids": ids[n % 1000 : n % 1000 + 20]}]}
             assert client.post("/score", score)[0] == 200
             assert failing.post("/score", score)[0] == 503
+            assert degraded.post("/recommend", {"user_id": users[0]})[0] == 200  # degraded panel
             item = {"item_id": f"new-{n}", "text": f"A new movie, number {n}"}  # text_embed stage
             assert client.post("/items", {"items": [item]})[0] == 200
 
@@ -235,6 +238,7 @@ def test_every_dashboard_query_returns_data_and_the_p99_matches_the_client(
     finally:
         client.close()
         failing.close()
+        degraded.close()
     wait_for(prometheus, recommend_count, len(latencies) + 1)
 
     window = f"{math.ceil(time.monotonic() - started) + 10}s"  # the whole test's samples
