@@ -295,16 +295,21 @@ def format_table(results: list[dict[str, Any]]) -> str:
     return "\n".join([*lines, f"negative sampling (train.negatives): {samplers}"])
 
 
-def _row_order(item: tuple[tuple[str, str, str, str], Any]) -> tuple[int, str, int, str, int]:
+SAMPLERS = ["pooled", "per_example", "shared"]  # train.negatives, in the order rows name them
+
+
+def _row_order(item: tuple[tuple[str, str, str, str], Any]) -> tuple[int, str, int, str, int, int]:
     """Datasets, models and embeddings in their usual order (id, llminit, alphafuse, alphafuse+semq), each
-    variant's rows after the default setting's."""
+    variant's rows after the default setting's; rows that name their sampler in SAMPLERS order."""
     (dataset, protocol, model, label), runs = item
-    variant = runs[0].get("variant", "")
+    variant, negatives = runs[0].get("variant", ""), negatives_of(runs[0])
     mode = label.replace(f"@{variant}", "") if variant else label
+    mode = mode.replace(f"~{negatives}", "")
     modes = [*MODES, *(f"{m}+semq" for m in MODES)]
     rank = DATASETS.index(dataset) if dataset in DATASETS else len(DATASETS)
     order = modes.index(mode) if mode in modes else len(modes)
-    return rank, protocol, MODELS.index(model), variant, order
+    sampler = SAMPLERS.index(negatives) if negatives in SAMPLERS else len(SAMPLERS)
+    return rank, protocol, MODELS.index(model), variant, order, sampler
 
 
 def _args() -> argparse.Namespace:
