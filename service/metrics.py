@@ -83,7 +83,10 @@ class ServiceMetrics:
             self.stage_seconds.labels(stage)
         for result, reason in (("ok", ""), ("failed", "invalid"), ("failed", "unloadable")):
             self.reloads.labels(result, reason)
-        for route in ("/recommend", "/score"):  # at 0 from the start: the dashboard's panel has data
+        for route in (
+            "/recommend",
+            "/score",
+        ):  # at 0 from the start: the dashboard's panel has data
             for reason in ("timeout", "unavailable"):
                 self.degraded.labels(route, reason)
 

@@ -119,7 +119,7 @@ def publish_variant(root: Path, source: Path, version: str, edit: Edit) -> Path:
 
 @pytest.fixture
 def root(artifact: Path, tmp_path: Path) -> Path:
-    """An artifact root of this test alone serving ``v1`` (the session's artifact, hard-linked)."""
+    """An artifact root of this test alone serving ``v1`` (the shared test artifact, hard-linked)."""
     root = tmp_path / "root"
     root.mkdir()
     publish_variant(root, artifact, "v1", lambda _d, _m: None)
