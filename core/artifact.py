@@ -240,10 +240,13 @@ def _verify_files(directory: Path, manifest: Manifest) -> None:
     missing = [f for f in manifest.required_files() if f not in manifest.files]
     if missing:
         raise ArtifactError(f"{directory}: manifest lists no checksum for {missing}")
+    root = directory.resolve()
     for name, expected in sorted(manifest.files.items()):
         file = directory / name
         if ".." in Path(name).parts or Path(name).is_absolute():
             raise ArtifactError(f"{directory}: file name {name!r} escapes the artifact")
+        if not file.resolve().is_relative_to(root):  # a symbolic link out of the directory
+            raise ArtifactError(f"{directory}: file {name!r} links outside the artifact")
         if not file.is_file():
             raise ArtifactError(f"{directory}: missing file {name}")
         actual = sha256_file(file)

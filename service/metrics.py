@@ -6,7 +6,8 @@
 - ``rec_batch_size``: requests served together by one encode + search call.
 - ``rec_model_info{version,model_kind,embedding_mode}``: 1 for the version being served.
 - ``rec_index_items``, ``rec_cold_items``: items searchable now, of which added after training.
-- ``rec_reloads_total{result}``, ``rec_unknown_items_total``: reloads by outcome, unknown ids seen in requests.
+- ``rec_reloads_total{result,reason}``, ``rec_unknown_items_total``: reloads by outcome (``reason`` of a failure:
+  ``invalid`` artifact or ``unloadable`` files, empty for ``ok``), unknown ids seen in requests.
 - ``rec_degraded_answers_total{route,reason}``: answers from the popularity fallback because the store failed
   (``reason``: ``timeout`` or ``unavailable``).
 """
@@ -61,7 +62,12 @@ class ServiceMetrics:
         self.cold_items = Gauge(
             "rec_cold_items", "Items added after training (POST /items)", registry=r
         )
-        self.reloads = Counter("rec_reloads", "Artifact reloads by result", ["result"], registry=r)
+        self.reloads = Counter(
+            "rec_reloads",
+            "Artifact reloads by result, and for failures why (invalid or unloadable)",
+            ["result", "reason"],
+            registry=r,
+        )
         self.unknown_items = Counter(
             "rec_unknown_items",
             "Unknown item ids met in histories, candidates or events",
@@ -75,8 +81,14 @@ class ServiceMetrics:
         )
         for stage in STAGES:
             self.stage_seconds.labels(stage)
-        for result in ("ok", "failed"):
-            self.reloads.labels(result)
+        for result, reason in (("ok", ""), ("failed", "invalid"), ("failed", "unloadable")):
+            self.reloads.labels(result, reason)
+        for route in (
+            "/recommend",
+            "/score",
+        ):  # at 0 from the start: the dashboard's panel has data
+            for reason in ("timeout", "unavailable"):
+                self.degraded.labels(route, reason)
 
     def set_model(self, version: str, model_kind: str, embedding_mode: str) -> None:
         self.model_info.clear()

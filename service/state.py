@@ -19,7 +19,7 @@ from typing import TypeVar
 import numpy as np
 
 from core.arrays import Float32Array, IntArray
-from core.artifact import CURRENT_FILE, resolve_artifact
+from core.artifact import CURRENT_FILE, ArtifactError, resolve_artifact
 from service import items
 from service.errors import NotReadyError, RequestError, StoreUnavailableError, check_limit
 from service.metrics import ServiceMetrics
@@ -247,7 +247,9 @@ class ServiceState:
             raise RequestError(422, "no artifact given and RECSYS_ARTIFACT is not set")
         try:
             return await self.reload(path)
-        except (ValueError, OSError, RuntimeError) as exc:
+        except (
+            Exception
+        ) as exc:  # logged and counted by reload (ONNX Runtime's errors are no RuntimeError)
             raise RequestError(
                 422, f"reload failed, still serving the previous model: {exc}"
             ) from exc
@@ -261,15 +263,15 @@ class ServiceState:
                 if new.manifest.supports_text:
                     await self._load_stored_items(new)
                 await new.run(new.warm_up)
-            except Exception:
-                self.metrics.reloads.labels("failed").inc()
+            except Exception as exc:
+                self._refused(path, exc)
                 raise
             old, self.runtime = self.runtime, new
             self.metrics.set_model(
                 new.version, new.manifest.model_kind, new.manifest.embedding_mode
             )
             new.publish_gauges()
-            self.metrics.reloads.labels("ok").inc()
+            self.metrics.reloads.labels("ok", "").inc()
             if old is None:
                 self._settle_heap()
             else:
@@ -281,6 +283,30 @@ class ServiceState:
             return ReloadResponse(
                 model_version=new.version, previous_version=old and old.version, seconds=seconds
             )
+
+    def _refused(self, path: Path, exc: Exception) -> None:
+        """One log line and one count for a version that could not be loaded (the previous one keeps serving).
+
+        ``reason`` is ``invalid`` for an artifact ``core.artifact`` refuses (manifest schema or fields, checksums,
+        file names outside the artifact) and ``unloadable`` for files that pass those checks but cannot be
+        loaded or run (a corrupt ONNX graph or FAISS index, a pickled or misshapen array).
+        """
+        reason = "invalid" if isinstance(exc, ArtifactError) else "unloadable"
+        self.metrics.reloads.labels("failed", reason).inc()
+        try:
+            version = resolve_artifact(path).name
+        except ArtifactError:
+            version = str(path)
+        rt = self.runtime
+        logger.error(
+            "reload of %s refused (%s): %s: %s; still serving %s",
+            version,
+            reason,
+            type(exc).__name__,
+            " ".join(str(exc).split()),
+            rt and rt.version,
+        )
+        logger.debug("reload of %s failed", version, exc_info=exc)
 
     async def _load_stored_items(self, rt: ModelRuntime) -> None:
         """The items added after training, into a runtime being loaded. If the store fails, ``rt`` starts without
@@ -327,8 +353,7 @@ class ServiceState:
         try:
             await self.reload(root)
             self._failed_version = None
-        except Exception:
-            logger.exception("reload of %s failed; still serving %s", version, rt and rt.version)
+        except Exception:  # logged and counted by reload; not retried until CURRENT changes
             self._failed_version = version
 
     async def _every(self, seconds: float, fn: Callable[[], Awaitable[None]]) -> None:

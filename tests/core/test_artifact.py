@@ -91,3 +91,67 @@ def test_item_text_rule() -> None:
         "Lip Gloss; Beauty, Makeup"
     )
     assert compose_item_text([]) == ""
+
+
+def _rewrite_manifest(directory: Path, **changes: object) -> None:
+    raw = json.loads((directory / "manifest.json").read_text())
+    raw.update(changes)
+    (directory / "manifest.json").write_text(json.dumps(raw))
+
+
+@pytest.mark.parametrize(
+    "name", ["../outside/secret.npy", "sub/../../outside/secret.npy", "{outside}/secret.npy"]
+)
+def test_no_manifest_file_name_reaches_outside_the_artifact(tmp_path: Path, name: str) -> None:
+    """A hostile manifest naming a file outside its directory (with that file's true checksum) is refused."""
+    directory, manifest = _artifact(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.npy").write_bytes(b"secret")
+    name = name.format(outside=outside)  # the absolute case
+    files = {**manifest.files, name: sha256_file(outside / "secret.npy")}
+    _rewrite_manifest(directory, items_file=name, files=files)
+    with pytest.raises(ArtifactError, match="escapes the artifact"):
+        open_artifact(directory)
+    # the text encoder's directory is joined to its file names: the same rule holds
+    text = {"name": "m", "directory": str(outside), "max_length": 8, "dim": 4}
+    te_files = {
+        **manifest.files,
+        f"{outside}/model.onnx": "0" * 64,
+        f"{outside}/tokenizer.json": "0" * 64,
+    }
+    _rewrite_manifest(directory, items_file="items.npy", text_encoder=text, files=te_files)
+    with pytest.raises(ArtifactError, match="escapes the artifact"):
+        open_artifact(directory)
+
+
+def test_a_symbolic_link_out_of_the_artifact_is_refused(tmp_path: Path) -> None:
+    directory, _ = _artifact(tmp_path)
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"items.npy")  # the same bytes, so the checksum alone would pass
+    (directory / "items.npy").unlink()
+    (directory / "items.npy").symlink_to(secret)
+    with pytest.raises(ArtifactError, match=r"'items\.npy' links outside the artifact"):
+        open_artifact(directory)
+    # a link inside the directory is fine
+    (directory / "items.npy").unlink()
+    (directory / "copy").write_bytes(b"items.npy")
+    (directory / "items.npy").symlink_to(directory / "copy")
+    open_artifact(directory)
+
+
+@pytest.mark.parametrize("version", ["../v1", "/tmp", ".hidden", ""])
+def test_current_must_name_a_version_inside_the_root(tmp_path: Path, version: str) -> None:
+    _artifact(tmp_path / "root")
+    (tmp_path / "root" / "CURRENT").write_text(version + "\n")
+    with pytest.raises(ArtifactError, match="invalid version"):
+        resolve_artifact(tmp_path / "root")
+
+
+def test_a_manifest_missing_a_field_is_refused(tmp_path: Path) -> None:
+    directory, _ = _artifact(tmp_path)
+    raw = json.loads((directory / "manifest.json").read_text())
+    del raw["encoder"]
+    (directory / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match=r"(?s)invalid manifest: .*encoder\s+Field required"):
+        open_artifact(directory)

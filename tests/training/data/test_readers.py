@@ -398,3 +398,51 @@ def test_dreamrec_df_malformed(tmp_path: Path) -> None:
     (tmp_path / "atv" / "test_data.df").unlink()
     with pytest.raises(ValueError, match=r"missing \['test_data.df'\]"):
         load_dataset(DataSource(format="dreamrec_df", path=tmp_path / "atv"))
+
+
+@pytest.mark.parametrize("padding", ["left", "right"])
+def test_dreamrec_df_rows_of_only_padding(
+    tmp_path: Path, padding: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """LLaRA's lastfm files give len_seq 1 to rows whose seq is only padding: users with only their next item."""
+    write_dreamrec(tmp_path / "atv", padding)
+    real = [1, 2, 5] if padding == "right" else [5, 1, 2]
+    frame = pd.DataFrame(
+        {
+            "seq": [[5, 5, 5], real, [5, 5, 5], [5, 5, 5]],
+            "len_seq": [1, 2, 3, 0],
+            "next": [4, 3, 0, 1],
+        }
+    )
+    frame.to_pickle(tmp_path / "atv" / "train_data.df")
+    with caplog.at_level(logging.WARNING, logger="training.data.readers.dreamrec"):
+        ds = load_dataset(DataSource(format="dreamrec_df", path=tmp_path / "atv"))
+    assert ds.user_ids[:4] == ["train:0", "train:1", "train:2", "train:3"]
+    assert [ds.sequence(u).tolist() for u in range(4)] == [[4], [1, 2, 3], [0], [1]]
+    warnings = [r.getMessage() for r in caplog.records if r.name.endswith("readers.dreamrec")]
+    assert len(warnings) == 1, warnings
+    assert "train_data.df: 2 rows have a seq of only padding but len_seq > 0" in warnings[0]
+
+
+def test_dreamrec_df_padding_errors_remain(tmp_path: Path) -> None:
+    """Only rows of nothing but padding are forgiven: a len_seq that disagrees with real items still stops."""
+    write_dreamrec(tmp_path / "atv", "right")
+    for seq, len_seq, message in [
+        (
+            [1, 5, 5],
+            2,
+            r"row 1: field seq: pad id 5 is neither left nor right padding with len_seq=2",
+        ),
+        (
+            [1, 2, 5],
+            0,
+            r"row 1: field seq: pad id 5 is neither left nor right padding with len_seq=0",
+        ),
+        ([5, 5, 5], 4, r"row 1: field len_seq: bad value 4"),
+        ([5, 5, 5], -1, r"row 1: field len_seq: bad value -1"),
+        ([5, 5, 6], 1, r"row 1: field seq: bad value \[5, 5, 6\]"),
+    ]:
+        frame = pd.DataFrame({"seq": [[5, 5, 5], seq], "len_seq": [1, len_seq], "next": [0, 1]})
+        frame.to_pickle(tmp_path / "atv" / "test_data.df")
+        with pytest.raises(ValueError, match=rf"test_data.df {message}"):
+            load_dataset(DataSource(format="dreamrec_df", path=tmp_path / "atv"))

@@ -48,10 +48,20 @@ def _dreamrec_part(
             raise ValueError(
                 f"{path} row {row}: field {label}: bad value {value} (item_num {item_num})"
             )
+    is_real = seqs != item_num
+    # LLaRA's lastfm files give len_seq 1 (not 0) to rows whose seq is only padding: such a row is a user with
+    # only its next item
+    empty = ~is_real.any(axis=1) & (lens > 0)
+    if empty.any():
+        logger.warning(
+            "%s: %d rows have a seq of only padding but len_seq > 0; read as users with only their next item",
+            path,
+            int(empty.sum()),
+        )
+        lens = np.where(empty, 0, lens)
     column = np.arange(seq_size)
     right = column[None, :] < lens[:, None]  # (n, S) real items first, pads after
     left = column[None, :] >= seq_size - lens[:, None]  # (n, S) pads first, real items last
-    is_real = seqs != item_num
     real = right if np.array_equal(is_real, right) else left
     if not np.array_equal(is_real, real):
         row = int(np.flatnonzero((is_real != right).any(axis=1) & (is_real != left).any(axis=1))[0])
@@ -73,7 +83,9 @@ def read_dreamrec_df(path: Path, name: str | None = None) -> SequenceDataset:
 
     Each row (``seq`` padded to ``seq_size`` with id ``item_num``, ``len_seq``, ``next``) becomes
     one user whose sequence is the real items of ``seq`` followed by ``next``; left or right
-    padding is detected per file from where the pad id sits. User ids are ``"<part>:<row>"`` with
+    padding is detected per file from where the pad id sits. A row whose ``seq`` is only padding is a user with
+    only its ``next`` item whatever its ``len_seq`` (LLaRA's lastfm files give such rows ``len_seq`` 1); rows
+    read that way are counted in one warning per file. User ids are ``"<part>:<row>"`` with
     part train, valid or test. Items are ``0..item_num-1`` (external id ``str(k)``) with empty
     text: pass the item embeddings as a ``.npy`` file.
     """

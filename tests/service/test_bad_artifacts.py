@@ -1,0 +1,255 @@
+"""A bad artifact published while the service answers requests: refused, logged once, counted; the old one serves.
+
+Each bad version is a copy of the served artifact (files hard-linked; a file that changes is replaced, never
+written through the link) with one fault: bytes flipped in the ONNX encoder or the FAISS index (the manifest's
+checksum then fails), the same files corrupted or truncated with the checksum updated to match (they pass
+``core.artifact`` and fail to load), a wrong checksum, an unknown schema, a missing manifest field, a file name
+outside the artifact, a pickled ``.npy``. ``CURRENT`` is pointed at each in turn while client threads call
+``/recommend`` against the real app on a real port; then at a good version, which the service switches to.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
+
+from core.artifact import sha256_file, write_current
+from service.app import create_app
+from service.settings import Settings
+
+POLL_SECONDS = 0.1
+Edit = Callable[[Path, dict[str, Any]], None]
+
+
+class _Touch:
+    """Unpickling this calls ``Path.touch(path)``: a pickle that runs code."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[Path]]:
+        return (Path.touch, (self.path,))
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write a new file in place of ``path`` (which may be a hard link to the served artifact's file)."""
+    path.unlink()
+    path.write_bytes(data)
+
+
+def _flip(name: str, offset: int, count: int = 16, rehash: bool = False) -> Edit:
+    def edit(directory: Path, manifest: dict[str, Any]) -> None:
+        data = bytearray((directory / name).read_bytes())
+        start = offset % len(data)
+        data[start : start + count] = bytes(b ^ 0xFF for b in data[start : start + count])
+        _replace(directory / name, bytes(data))
+        if rehash:
+            manifest["files"][name] = sha256_file(directory / name)
+
+    return edit
+
+
+def _truncate(name: str) -> Edit:
+    def edit(directory: Path, manifest: dict[str, Any]) -> None:
+        data = (directory / name).read_bytes()
+        _replace(directory / name, data[: len(data) // 2])
+        manifest["files"][name] = sha256_file(directory / name)
+
+    return edit
+
+
+def _pickled_items(marker: Path) -> Edit:
+    def edit(directory: Path, manifest: dict[str, Any]) -> None:
+        (directory / "items.npy").unlink()
+        np.save(
+            directory / "items.npy", np.array([_Touch(marker)], dtype=object), allow_pickle=True
+        )
+        manifest["files"]["items.npy"] = sha256_file(directory / "items.npy")
+
+    return edit
+
+
+def _escape(directory: Path, manifest: dict[str, Any]) -> None:
+    """Point the item table at the served version's (true checksum): still refused, it is outside."""
+    manifest["items_file"] = "../v1/items.npy"
+    manifest["files"]["../v1/items.npy"] = manifest["files"].pop("items.npy")
+
+
+def _set(**changes: Any) -> Edit:
+    def edit(directory: Path, manifest: dict[str, Any]) -> None:
+        manifest.update(changes)
+
+    return edit
+
+
+def _drop(field: str) -> Edit:
+    def edit(directory: Path, manifest: dict[str, Any]) -> None:
+        del manifest[field]
+
+    return edit
+
+
+def _wrong_checksum(directory: Path, manifest: dict[str, Any]) -> None:
+    manifest["files"]["items.npy"] = "0" * 64
+
+
+def publish_variant(root: Path, source: Path, version: str, edit: Edit) -> Path:
+    """``root/version``: a copy of ``source`` renamed ``version`` with ``edit`` applied to its files and manifest."""
+    directory = root / version
+    shutil.copytree(source, directory, copy_function=os.link)
+    manifest = json.loads((source / "manifest.json").read_text())
+    manifest["version"] = version
+    edit(directory, manifest)
+    _replace(directory / "manifest.json", json.dumps(manifest, indent=2).encode())
+    return directory
+
+
+@pytest.fixture
+def root(artifact: Path, tmp_path: Path) -> Path:
+    """An artifact root of this test alone serving ``v1`` (the shared test artifact, hard-linked)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    publish_variant(root, artifact, "v1", lambda _d, _m: None)
+    write_current(root, "v1")
+    return root
+
+
+@pytest.fixture
+def server(root: Path, settings: Settings) -> Iterator[str]:
+    app = create_app(
+        settings.model_copy(update={"artifact": root, "reload_poll_seconds": POLL_SECONDS})
+    )
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not srv.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{srv.servers[0].sockets[0].getsockname()[1]}"
+    srv.should_exit = True
+    thread.join(timeout=30)
+
+
+class ClientLoop:
+    """Threads calling /recommend until stopped; every status and model version they saw."""
+
+    def __init__(self, base: str, history: list[str], threads: int = 2) -> None:
+        self.base, self.history, self.stop = base, history, threading.Event()
+        self.statuses: list[int] = []
+        self.versions: set[str] = set()
+        self.errors: list[str] = []
+        self.threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.base, timeout=30) as client:
+            while not self.stop.is_set():
+                try:
+                    r = client.post("/recommend", json={"history": self.history, "k": 5})
+                except httpx.HTTPError as exc:
+                    self.errors.append(repr(exc))
+                    continue
+                self.statuses.append(r.status_code)
+                if r.status_code == 200:
+                    self.versions.add(r.json()["model_version"])
+
+    def __enter__(self) -> ClientLoop:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=30)
+
+
+def failed_reloads(client: httpx.Client) -> dict[str, float]:
+    """``rec_reloads_total{result="failed"}`` by reason, read from /metrics."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == "rec_reloads_total" and sample.labels["result"] == "failed":
+                out[sample.labels["reason"]] = sample.value
+    return out
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_bad_artifacts_are_refused_while_serving(
+    server: str, root: Path, artifact: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    marker = tmp_path / "unpickled"
+    history = json.loads((artifact / "item_ids.json").read_text())[10:20]
+    # (version, fault, reason label, what the log line says)
+    faults: list[tuple[str, Edit, str, str]] = [
+        ("onnx-flipped", _flip("encoder.onnx", 1000), "invalid", "encoder.onnx: sha256"),
+        ("faiss-flipped", _flip("items.faiss", -1000), "invalid", "items.faiss: sha256"),
+        ("onnx-corrupt", _flip("encoder.onnx", 0, rehash=True), "unloadable", "INVALID_PROTOBUF"),
+        ("faiss-corrupt", _flip("items.faiss", 0, 4, rehash=True), "unloadable", "not recognized"),
+        ("onnx-truncated", _truncate("encoder.onnx"), "unloadable", "INVALID_PROTOBUF"),
+        ("faiss-truncated", _truncate("items.faiss"), "unloadable", "read error"),
+        ("wrong-checksum", _wrong_checksum, "invalid", "does not match the manifest's 0000"),
+        ("schema-2", _set(schema_version=2), "invalid", "schema_version 2, this build reads 1"),
+        ("no-index", _drop("index"), "invalid", "invalid manifest: 1 validation error"),
+        ("escape", _escape, "invalid", "'../v1/items.npy' escapes the artifact"),
+        ("pickled", _pickled_items(marker), "unloadable", "allow_pickle=False"),
+    ]
+    with httpx.Client(base_url=server, timeout=30) as c, ClientLoop(server, history) as loop:
+        wait_for(lambda: len(loop.statuses) > 0, "the first answer")
+        for count, (version, edit, reason, says) in enumerate(faults, start=1):
+            publish_variant(root, artifact, version, edit)
+            caplog.clear()
+            before = sum(failed_reloads(c).values())
+            write_current(root, version)
+            wait_for(lambda n=before: sum(failed_reloads(c).values()) > n, f"{version} refused")
+            assert sum(failed_reloads(c).values()) == before + 1 == count
+            lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            assert len(lines) == 1, [r.getMessage() for r in lines]
+            line = lines[0].getMessage()
+            assert lines[0].exc_info is None
+            assert "\n" not in line
+            assert line.startswith(f"reload of {version} refused ({reason}): "), line
+            assert says in line, line
+            assert line.endswith("; still serving v1"), line
+        assert failed_reloads(c) == {"invalid": 6.0, "unloadable": 5.0}
+        # through the admin route: 422, the old version still serving
+        bad = c.post("/admin/reload", json={"artifact": str(root / "onnx-corrupt")})
+        assert bad.status_code == 422
+        assert "still serving the previous model" in bad.text
+        # a good version published after them all is served
+        publish_variant(root, artifact, "v2", lambda _d, _m: None)
+        write_current(root, "v2")
+        wait_for(lambda: "v2" in loop.versions, "v2 served")
+        served = len(loop.statuses)
+        wait_for(lambda: len(loop.statuses) > served + 10, "answers from v2")
+    assert loop.errors == []
+    assert set(loop.statuses) == {200}
+    assert loop.versions == {"v1", "v2"}
+    assert not marker.exists(), "the pickled items.npy was unpickled"
+
+
+def test_the_pickle_in_the_test_is_live(tmp_path: Path) -> None:
+    """The pickled .npy above runs code when loaded with allow_pickle=True: its absence of effect means something."""
+    marker = tmp_path / "unpickled"
+    np.save(tmp_path / "x.npy", np.array([_Touch(marker)], dtype=object), allow_pickle=True)
+    np.load(tmp_path / "x.npy", allow_pickle=True)
+    assert marker.exists()
