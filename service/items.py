@@ -6,9 +6,10 @@ runtime's table and index; other pods pull it from the store's item log (``sync_
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
@@ -16,10 +17,8 @@ from core.item_text import compose_item_text
 from service.errors import RequestError, StoreUnavailableError, check_limit
 from service.runtime import ModelRuntime
 from service.schemas import ItemsRequest, ItemsResponse
-from service.store import StoredItem
-
-if TYPE_CHECKING:
-    from service.state import ServiceState
+from service.settings import Settings
+from service.store import HistoryStore, StoredItem
 
 __all__ = ["add_items", "add_stored", "catch_up", "sync_items"]
 
@@ -27,7 +26,18 @@ logger = logging.getLogger(__name__)
 EMBED_CHUNK = 256
 
 
-async def add_items(state: ServiceState, body: ItemsRequest) -> ItemsResponse:
+class ItemsHost(Protocol):
+    """What these functions read of the service state (``service.state.ServiceState`` is one)."""
+
+    settings: Settings
+    store: HistoryStore
+    runtime: ModelRuntime | None
+    items_lock: asyncio.Lock
+
+    def require_runtime(self) -> ModelRuntime: ...
+
+
+async def add_items(state: ItemsHost, body: ItemsRequest) -> ItemsResponse:
     """Embed, persist, then serve new items; nothing is served that the store did not take."""
     rt = state.require_runtime()
     s = state.settings
@@ -59,7 +69,7 @@ async def add_items(state: ServiceState, body: ItemsRequest) -> ItemsResponse:
     return ItemsResponse(added=ids, index_items=rt.live_items, model_version=rt.version)
 
 
-async def catch_up(state: ServiceState, rt: ModelRuntime) -> None:
+async def catch_up(state: ItemsHost, rt: ModelRuntime) -> None:
     """Add every stored item ``rt`` lacks (a version being loaded, or one that started while the store failed)."""
     rt.cold_synced = False
     stored, cursor = await state.store.load_items(rt.encoder_key)
@@ -75,7 +85,7 @@ async def catch_up(state: ServiceState, rt: ModelRuntime) -> None:
     rt.cold_synced = True
 
 
-async def sync_items(state: ServiceState) -> None:
+async def sync_items(state: ItemsHost) -> None:
     """Add items that other pods stored since this runtime last looked (idempotent)."""
     rt = state.runtime
     if rt is None or not rt.manifest.supports_text:
@@ -95,7 +105,7 @@ async def sync_items(state: ServiceState) -> None:
         rt.cold_cursor = cursor
 
 
-async def add_stored(state: ServiceState, rt: ModelRuntime, items: Sequence[StoredItem]) -> None:
+async def add_stored(state: ItemsHost, rt: ModelRuntime, items: Sequence[StoredItem]) -> None:
     """Add stored items to ``rt``, embedding (and caching) the texts that lack this encoder's vector."""
     d_l = rt.manifest.dims.d_l
     vectors = {i.item_id: i.embedding for i in items if i.embedding is not None}
