@@ -216,7 +216,7 @@ def test_every_dashboard_query_returns_data_and_the_p99_matches_the_client(
         assert client.post("/recommend", {"user_id": users[0]})[0] == 200
         side_requests(0)
         routes = 'route!~"/metrics|/healthz|/readyz"'
-        wait_for(prometheus, f"count(http_request_duration_seconds_count{{{routes}}})", 5)
+        wait_for(prometheus, f"count(http_request_duration_seconds_count{{{routes}}})", 6)
         recommend_count = (
             f'http_request_duration_seconds_count{{route="/recommend",instance="{instance}"}}'
         )
