@@ -62,6 +62,11 @@ class ServiceMetrics:
         self.cold_items = Gauge(
             "rec_cold_items", "Items added after training (POST /items)", registry=r
         )
+        self.hidden_items = Gauge(
+            "rec_hidden_items",
+            "Items hidden now (POST /items/hide): never recommended until restored or expired",
+            registry=r,
+        )
         self.reloads = Counter(
             "rec_reloads",
             "Artifact reloads by result, and for failures why (invalid or unloadable)",
