@@ -27,15 +27,20 @@ from service.runtime import ModelRuntime, Query
 from service.schemas import (
     EventsRequest,
     EventsResponse,
+    HiddenResponse,
+    HideRequest,
     ItemsRequest,
     ItemsResponse,
     RecommendRequest,
     RecommendResponse,
     ReloadResponse,
+    RestoreRequest,
     ScoredItem,
     ScoreRequest,
     ScoreResponse,
     ScoreResult,
+    SimilarRequest,
+    SimilarResponse,
 )
 from service.settings import Settings
 from service.store import Event, HistoryStore
@@ -58,6 +63,10 @@ class ServiceState:
         self._tasks: list[asyncio.Task[None]] = []
         self._failed_version: str | None = None
         self.draining = False
+        self.hidden: dict[
+            str, float
+        ] = {}  # item_id -> unix seconds hidden until (inf: until restored)
+        self._hidden_expiry = float("inf")  # the next time an item of ``hidden`` stops being hidden
 
     # ---- lifecycle ----
 
@@ -69,7 +78,7 @@ class ServiceState:
             )
         if s.cold_sync_seconds > 0:
             self._tasks.append(
-                asyncio.create_task(self._every(s.cold_sync_seconds, self.sync_items))
+                asyncio.create_task(self._every(s.cold_sync_seconds, self.sync_catalogue))
             )
 
     async def close(self) -> None:
@@ -121,6 +130,7 @@ class ServiceState:
         s = self.settings
         check_limit("k", body.k, s.max_k)
         check_limit("exclude", len(body.exclude), s.max_candidates)
+        self._expire_hidden(rt)
         degraded = False
         try:
             ids = await self._history_ids(body.user_id, body.history, rt.max_len)
@@ -156,6 +166,7 @@ class ServiceState:
         rt = self.require_runtime()
         s = self.settings
         check_limit("requests", len(body.requests), s.max_batch)
+        self._expire_hidden(rt)
         histories, candidates, unknowns, known = [], [], [], []
         degraded = False
         for i, q in enumerate(body.requests):
@@ -186,9 +197,31 @@ class ServiceState:
                 source = "model"
             else:  # no known history: popularity counts, so a downstream ranker still gets an order
                 vals, source = [float(v) for v in rt.popularity_of(cand)], "popular"
-            scores = [v if r >= 0 else None for v, r in zip(vals, cand.tolist(), strict=True)]
-            results.append(ScoreResult(scores=scores, unknown_items=unknowns[i], source=source))
+            rows = cand.tolist()
+            scores = [v if r >= 0 else None for v, r in zip(vals, rows, strict=True)]
+            hidden = [
+                c
+                for c, r in zip(body.requests[i].item_ids, rows, strict=True)
+                if r in rt.hidden_rows
+            ]
+            results.append(
+                ScoreResult(scores=scores, unknown_items=unknowns[i], source=source, hidden=hidden)
+            )
         return ScoreResponse(results=results, model_version=rt.version, degraded=degraded)
+
+    async def similar(self, body: SimilarRequest) -> SimilarResponse:
+        rt = self.require_runtime()
+        check_limit("k", body.k, self.settings.max_k)
+        row = rt.row_of.get(body.item_id)
+        if row is None:
+            raise RequestError(404, f"unknown item_id: {body.item_id!r}")
+        self._expire_hidden(rt)
+        found, scores = await rt.run(rt.similar, row, body.k)
+        items = [
+            ScoredItem(item_id=rt.item_id(r), score=v)
+            for r, v in zip(found.tolist(), scores.tolist(), strict=True)
+        ]
+        return SimilarResponse(items=items, model_version=rt.version)
 
     @staticmethod
     async def _score_known(
@@ -233,11 +266,70 @@ class ServiceState:
         return EventsResponse(accepted=len(events), unknown_items=sorted(set(unknown)))
 
     async def add_items(self, body: ItemsRequest) -> ItemsResponse:
-        return await items.add_items(self, body)
+        answer = await items.add_items(self, body)
+        self._apply_hidden()  # a replaced item has a new row
+        return answer
 
     async def sync_items(self) -> None:
         """Add items that other pods stored since this runtime last looked (idempotent)."""
         await items.sync_items(self)
+        self._apply_hidden()
+
+    async def sync_catalogue(self) -> None:
+        """What runs every RECSYS_COLD_SYNC_SECONDS: items other pods added, then the hidden set."""
+        await self.sync_items()
+        await self.sync_hidden()
+
+    # ---- hidden items ----
+
+    async def hide_items(self, body: HideRequest) -> HiddenResponse:
+        """Persist, then apply: a hidden item is never recommended, by any pod once it synced."""
+        rt = self.require_runtime()
+        check_limit("item_ids", len(body.item_ids), self.settings.max_candidates)
+        unknown = [i for i in body.item_ids if i not in rt.row_of]
+        if unknown:
+            raise RequestError(404, f"unknown item ids: {unknown[:10]}")
+        until = float("inf") if body.hidden_until is None else float(body.hidden_until)
+        ids = list(dict.fromkeys(body.item_ids))
+        await self.store.hide_items(dict.fromkeys(ids, until))
+        self.hidden.update(dict.fromkeys(ids, until))
+        return HiddenResponse(item_ids=ids, hidden_items=self._apply_hidden())
+
+    async def restore_items(self, body: RestoreRequest) -> HiddenResponse:
+        rt = self.require_runtime()
+        check_limit("item_ids", len(body.item_ids), self.settings.max_candidates)
+        unknown = [i for i in body.item_ids if i not in rt.row_of and i not in self.hidden]
+        if unknown:
+            raise RequestError(404, f"unknown item ids: {unknown[:10]}")
+        ids = list(dict.fromkeys(body.item_ids))
+        await self.store.restore_items(ids)
+        for i in ids:
+            self.hidden.pop(i, None)
+        return HiddenResponse(item_ids=ids, hidden_items=self._apply_hidden())
+
+    async def sync_hidden(self) -> None:
+        """Read the hidden set other pods wrote (``StoreUnavailableError`` if the store fails)."""
+        self.hidden = await self.store.load_hidden()
+        self._apply_hidden()
+
+    def _apply_hidden(self, rt: ModelRuntime | None = None) -> int:
+        """Set the runtime's hidden rows from ``hidden`` as of now; the number of items hidden now."""
+        rt = rt or self.runtime
+        now = time.time()
+        active = [i for i, until in self.hidden.items() if until > now]
+        self._hidden_expiry = min(
+            (u for u in self.hidden.values() if u > now), default=float("inf")
+        )
+        if rt is not None:
+            rows = (rt.row_of.get(i) for i in active)
+            rt.hidden_rows = frozenset(r for r in rows if r is not None)
+        self.metrics.hidden_items.set(len(active))
+        return len(active)
+
+    def _expire_hidden(self, rt: ModelRuntime) -> None:
+        """Items whose ``hidden_until`` has passed are recommended again from the first request after it."""
+        if time.time() >= self._hidden_expiry:
+            self._apply_hidden(rt)
 
     # ---- reload ----
 
@@ -262,6 +354,7 @@ class ServiceState:
                 new = await asyncio.to_thread(self._load, resolve_artifact(path))
                 if new.manifest.supports_text:
                     await self._load_stored_items(new)
+                await self._load_hidden(new)
                 await new.run(new.warm_up)
             except Exception as exc:
                 self._refused(path, exc)
@@ -317,6 +410,14 @@ class ServiceState:
             logger.warning(
                 "%s starts without its added items until the store answers: %s", rt.version, exc
             )
+
+    async def _load_hidden(self, rt: ModelRuntime) -> None:
+        """The hidden set, into a runtime being loaded; if the store fails, the last one read (synced later)."""
+        try:
+            self.hidden = await self.store.load_hidden()
+        except StoreUnavailableError as exc:
+            logger.warning("%s starts with the last hidden set read: %s", rt.version, exc)
+        self._apply_hidden(rt)
 
     def _settle_heap(self) -> None:
         """Collect once, then freeze what is alive (the model's tables and id maps, imported modules) for good.
