@@ -84,6 +84,10 @@ class ServiceMetrics:
             ["route", "reason"],
             registry=r,
         )
+        self._start_at_zero()
+
+    def _start_at_zero(self) -> None:
+        """Create the labelled series that have data from the start (a dashboard's panel is never empty)."""
         for stage in STAGES:
             self.stage_seconds.labels(stage)
         for result, reason in (("ok", ""), ("failed", "invalid"), ("failed", "unloadable")):

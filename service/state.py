@@ -20,7 +20,7 @@ import numpy as np
 
 from core.arrays import Float32Array, IntArray
 from core.artifact import CURRENT_FILE, ArtifactError, resolve_artifact
-from service import items
+from service import catalogue, items
 from service.errors import NotReadyError, RequestError, StoreUnavailableError, check_limit
 from service.metrics import ServiceMetrics
 from service.runtime import ModelRuntime, Query
@@ -63,10 +63,7 @@ class ServiceState:
         self._tasks: list[asyncio.Task[None]] = []
         self._failed_version: str | None = None
         self.draining = False
-        self.hidden: dict[
-            str, float
-        ] = {}  # item_id -> unix seconds hidden until (inf: until restored)
-        self._hidden_expiry = float("inf")  # the next time an item of ``hidden`` stops being hidden
+        self.hidden = catalogue.HiddenItems(store, metrics, settings.max_candidates)
 
     # ---- lifecycle ----
 
@@ -130,7 +127,7 @@ class ServiceState:
         s = self.settings
         check_limit("k", body.k, s.max_k)
         check_limit("exclude", len(body.exclude), s.max_candidates)
-        self._expire_hidden(rt)
+        self.hidden.expire(rt)
         degraded = False
         try:
             ids = await self._history_ids(body.user_id, body.history, rt.max_len)
@@ -166,7 +163,7 @@ class ServiceState:
         rt = self.require_runtime()
         s = self.settings
         check_limit("requests", len(body.requests), s.max_batch)
-        self._expire_hidden(rt)
+        self.hidden.expire(rt)
         histories, candidates, unknowns, known = [], [], [], []
         degraded = False
         for i, q in enumerate(body.requests):
@@ -199,11 +196,7 @@ class ServiceState:
                 vals, source = [float(v) for v in rt.popularity_of(cand)], "popular"
             rows = cand.tolist()
             scores = [v if r >= 0 else None for v, r in zip(vals, rows, strict=True)]
-            hidden = [
-                c
-                for c, r in zip(body.requests[i].item_ids, rows, strict=True)
-                if r in rt.hidden_rows
-            ]
+            hidden = catalogue.hidden_among(rt, body.requests[i].item_ids, rows)
             results.append(
                 ScoreResult(scores=scores, unknown_items=unknowns[i], source=source, hidden=hidden)
             )
@@ -212,16 +205,8 @@ class ServiceState:
     async def similar(self, body: SimilarRequest) -> SimilarResponse:
         rt = self.require_runtime()
         check_limit("k", body.k, self.settings.max_k)
-        row = rt.row_of.get(body.item_id)
-        if row is None:
-            raise RequestError(404, f"unknown item_id: {body.item_id!r}")
-        self._expire_hidden(rt)
-        found, scores = await rt.run(rt.similar, row, body.k)
-        items = [
-            ScoredItem(item_id=rt.item_id(r), score=v)
-            for r, v in zip(found.tolist(), scores.tolist(), strict=True)
-        ]
-        return SimilarResponse(items=items, model_version=rt.version)
+        self.hidden.expire(rt)
+        return await catalogue.similar(rt, body.item_id, body.k)
 
     @staticmethod
     async def _score_known(
@@ -252,7 +237,7 @@ class ServiceState:
         ).inc()  # no log line: one per request in an outage
         return True
 
-    # ---- /events and /items ----
+    # ---- /events, /items, /items/hide, /items/restore ----
 
     async def append_events(self, body: EventsRequest) -> EventsResponse:
         check_limit("events", len(body.events), self.settings.max_batch)
@@ -267,69 +252,24 @@ class ServiceState:
 
     async def add_items(self, body: ItemsRequest) -> ItemsResponse:
         answer = await items.add_items(self, body)
-        self._apply_hidden()  # a replaced item has a new row
+        self.hidden.apply(self.runtime)  # a replaced item has a new row
         return answer
 
     async def sync_items(self) -> None:
         """Add items that other pods stored since this runtime last looked (idempotent)."""
         await items.sync_items(self)
-        self._apply_hidden()
+        self.hidden.apply(self.runtime)
 
     async def sync_catalogue(self) -> None:
         """What runs every RECSYS_COLD_SYNC_SECONDS: items other pods added, then the hidden set."""
         await self.sync_items()
-        await self.sync_hidden()
-
-    # ---- hidden items ----
+        await self.hidden.sync(self.runtime)
 
     async def hide_items(self, body: HideRequest) -> HiddenResponse:
-        """Persist, then apply: a hidden item is never recommended, by any pod once it synced."""
-        rt = self.require_runtime()
-        check_limit("item_ids", len(body.item_ids), self.settings.max_candidates)
-        unknown = [i for i in body.item_ids if i not in rt.row_of]
-        if unknown:
-            raise RequestError(404, f"unknown item ids: {unknown[:10]}")
-        until = float("inf") if body.hidden_until is None else float(body.hidden_until)
-        ids = list(dict.fromkeys(body.item_ids))
-        await self.store.hide_items(dict.fromkeys(ids, until))
-        self.hidden.update(dict.fromkeys(ids, until))
-        return HiddenResponse(item_ids=ids, hidden_items=self._apply_hidden())
+        return await self.hidden.hide(self.require_runtime(), body.item_ids, body.hidden_until)
 
     async def restore_items(self, body: RestoreRequest) -> HiddenResponse:
-        rt = self.require_runtime()
-        check_limit("item_ids", len(body.item_ids), self.settings.max_candidates)
-        unknown = [i for i in body.item_ids if i not in rt.row_of and i not in self.hidden]
-        if unknown:
-            raise RequestError(404, f"unknown item ids: {unknown[:10]}")
-        ids = list(dict.fromkeys(body.item_ids))
-        await self.store.restore_items(ids)
-        for i in ids:
-            self.hidden.pop(i, None)
-        return HiddenResponse(item_ids=ids, hidden_items=self._apply_hidden())
-
-    async def sync_hidden(self) -> None:
-        """Read the hidden set other pods wrote (``StoreUnavailableError`` if the store fails)."""
-        self.hidden = await self.store.load_hidden()
-        self._apply_hidden()
-
-    def _apply_hidden(self, rt: ModelRuntime | None = None) -> int:
-        """Set the runtime's hidden rows from ``hidden`` as of now; the number of items hidden now."""
-        rt = rt or self.runtime
-        now = time.time()
-        active = [i for i, until in self.hidden.items() if until > now]
-        self._hidden_expiry = min(
-            (u for u in self.hidden.values() if u > now), default=float("inf")
-        )
-        if rt is not None:
-            rows = (rt.row_of.get(i) for i in active)
-            rt.hidden_rows = frozenset(r for r in rows if r is not None)
-        self.metrics.hidden_items.set(len(active))
-        return len(active)
-
-    def _expire_hidden(self, rt: ModelRuntime) -> None:
-        """Items whose ``hidden_until`` has passed are recommended again from the first request after it."""
-        if time.time() >= self._hidden_expiry:
-            self._apply_hidden(rt)
+        return await self.hidden.restore(self.require_runtime(), body.item_ids)
 
     # ---- reload ----
 
@@ -354,7 +294,7 @@ class ServiceState:
                 new = await asyncio.to_thread(self._load, resolve_artifact(path))
                 if new.manifest.supports_text:
                     await self._load_stored_items(new)
-                await self._load_hidden(new)
+                await self.hidden.load_into(new)
                 await new.run(new.warm_up)
             except Exception as exc:
                 self._refused(path, exc)
@@ -410,14 +350,6 @@ class ServiceState:
             logger.warning(
                 "%s starts without its added items until the store answers: %s", rt.version, exc
             )
-
-    async def _load_hidden(self, rt: ModelRuntime) -> None:
-        """The hidden set, into a runtime being loaded; if the store fails, the last one read (synced later)."""
-        try:
-            self.hidden = await self.store.load_hidden()
-        except StoreUnavailableError as exc:
-            logger.warning("%s starts with the last hidden set read: %s", rt.version, exc)
-        self._apply_hidden(rt)
 
     def _settle_heap(self) -> None:
         """Collect once, then freeze what is alive (the model's tables and id maps, imported modules) for good.

@@ -109,7 +109,7 @@ def test_unknown_ids_are_named_and_nothing_is_hidden(client: TestClient, artifac
     r = client.post("/items/hide", json={"item_ids": [known, "no-such-item"]})
     assert r.status_code == 404
     assert "no-such-item" in r.json()["detail"]
-    assert _state(client).hidden == {}
+    assert _state(client).hidden.until == {}
     r = client.post("/items/restore", json={"item_ids": ["no-such-item"]})
     assert r.status_code == 404
     assert "no-such-item" in r.json()["detail"]
@@ -155,7 +155,7 @@ def test_hide_answers_503_when_the_store_is_down(artifact_root: Path, tmp_path: 
                 r = c.post(path, json={"item_ids": [known]})
                 assert r.status_code == 503, r.text
                 assert "Retry-After" in r.headers
-            assert _state(c).hidden == {}
+            assert _state(c).hidden.until == {}
             assert known in _recommend(c, history=[], k=50)
     finally:
         server.stop()
