@@ -196,7 +196,7 @@ class ModelRuntime:
         return np.asarray(user, dtype=np.float32)  # (B, d)
 
     def recommend(self, queries: Sequence[Query]) -> list[tuple[IntArray, Float32Array]]:
-        """Top-k rows and scores per query, excluded and replaced rows filtered out."""
+        """Top-k rows and scores per query, excluded, replaced and hidden rows filtered out."""
         users = self.encode([q.rows for q in queries])  # (B, d)
         self.metrics.batch_size.observe(len(queries))
         return self.search(users, queries)

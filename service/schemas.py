@@ -193,6 +193,7 @@ class HideRequest(_Body):
     item_ids: list[StoredId] = Field(min_length=1, description="trained or added item ids")
     hidden_until: float | None = Field(
         default=None,
+        allow_inf_nan=False,
         description="unix seconds; hidden until then (a time in the past hides nothing); absent: until restored",
     )
 

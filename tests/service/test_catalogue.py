@@ -114,6 +114,9 @@ def test_unknown_ids_are_named_and_nothing_is_hidden(client: TestClient, artifac
     assert r.status_code == 404
     assert "no-such-item" in r.json()["detail"]
     assert client.post("/items/hide", json={"item_ids": []}).status_code == 422
+    nan = f'{{"item_ids": ["{known}"], "hidden_until": NaN}}'.encode()
+    r = client.post("/items/hide", content=nan, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
 
 
 def test_a_hidden_added_item_is_left_out_and_another_pod_and_a_reload_see_the_hide(
