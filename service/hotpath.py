@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import DOMAIN_ERRORS, Answer, detail_answer, error_answer, validation_answer
-from service.routes import current_state, service_of
+from service.routes import ROUTED_READS, current_state, service_of
 from service.state import ServiceState
 
 __all__ = ["HotRoute", "HotRoutes", "hot_table"]
@@ -41,9 +41,14 @@ class HotRoute:
 
 
 def hot_table(routes: Iterable[BaseRoute]) -> dict[str, HotRoute]:
-    """path -> ``HotRoute`` for declared routes of one method whose endpoint is ``(body, state) -> model``."""
+    """path -> ``HotRoute`` for declared routes of one method whose endpoint is ``(body, state) -> model``.
+
+    Routes whose path is in ``service.routes.ROUTED_READS`` are left to FastAPI's router.
+    """
     table = {}
     for route in routes:
+        if isinstance(route, APIRoute) and route.path in ROUTED_READS:
+            continue
         methods = sorted(route.methods or ()) if isinstance(route, APIRoute) else []
         if not isinstance(route, APIRoute) or len(methods) != 1:
             raise ValueError(f"{route}: a fast-path route has one method")

@@ -63,6 +63,11 @@ class ServiceMetrics:
         self.cold_items = Gauge(
             "rec_cold_items", "Items added after training (POST /items)", registry=r
         )
+        self.hidden_items = Gauge(
+            "rec_hidden_items",
+            "Items hidden now (POST /items/hide): never recommended until restored or expired",
+            registry=r,
+        )
         self.reloads = Counter(
             "rec_reloads",
             "Artifact reloads by result, and for failures why (invalid or unloadable)",
@@ -80,6 +85,10 @@ class ServiceMetrics:
             ["route", "reason"],
             registry=r,
         )
+        self._start_at_zero()
+
+    def _start_at_zero(self) -> None:
+        """Create the labelled series that have data from the start (a dashboard's panel is never empty)."""
         for stage in STAGES:
             self.stage_seconds.labels(stage)
         for result, reason in (("ok", ""), ("failed", "invalid"), ("failed", "unloadable")):

@@ -1,9 +1,10 @@
 """The HTTP API, declared once: FastAPI routers for reads, writes, admin and probes.
 
-``READ_ROUTER`` holds the routes that carry the load (``POST /recommend``, ``POST /score``). Their declarations are
-also the table of the plain-ASGI fast path (``service.hotpath.hot_table`` reads path, method, body model and
-endpoint from them), so each route is declared here and nowhere else. A read route's endpoint takes exactly
-``(body, state)`` and returns its response model; it may have no other dependency.
+``READ_ROUTER`` holds the routes that carry the load (``POST /recommend``, ``POST /score``) and ``POST /similar``,
+the read routes that need no API key. The declarations of those not named in ``ROUTED_READS`` are also the table of
+the plain-ASGI fast path (``service.hotpath.hot_table`` reads path, method, body model and endpoint from them), so each
+route is declared here and nowhere else. A read route's endpoint takes exactly ``(body, state)`` and returns its
+response model; it may have no other dependency.
 
 The service's state is reached through ``service_of(app)``, a typed accessor of what the lifespan stored.
 """
@@ -23,6 +24,8 @@ from service.schemas import (
     ErrorBody,
     EventsRequest,
     EventsResponse,
+    HiddenResponse,
+    HideRequest,
     ItemsRequest,
     ItemsResponse,
     ReadyResponse,
@@ -30,8 +33,11 @@ from service.schemas import (
     RecommendResponse,
     ReloadRequest,
     ReloadResponse,
+    RestoreRequest,
     ScoreRequest,
     ScoreResponse,
+    SimilarRequest,
+    SimilarResponse,
 )
 from service.state import ServiceState
 
@@ -39,6 +45,7 @@ __all__ = [
     "ADMIN_ROUTER",
     "PROBE_ROUTER",
     "READ_ROUTER",
+    "ROUTED_READS",
     "ROUTERS",
     "WRITE_ROUTER",
     "StateDep",
@@ -91,6 +98,8 @@ _WRITE_ERRORS = {
     503: _error("no model loaded yet, or the store is unavailable: nothing was written", True),
 }
 
+# read routes FastAPI's router serves, not the fast path: /similar (one search per call) does not carry the load
+ROUTED_READS = frozenset({"/similar"})
 READ_ROUTER = APIRouter(tags=["read"], responses=_READ_ERRORS)
 WRITE_ROUTER = APIRouter(
     tags=["write"], dependencies=[Depends(require_key)], responses=_WRITE_ERRORS
@@ -111,6 +120,36 @@ async def recommend(body: RecommendRequest, state: StateDep) -> RecommendRespons
 async def score(body: ScoreRequest, state: StateDep) -> ScoreResponse:
     """Scores of given candidate items, per request in a batch (for downstream rankers)."""
     return await state.score(body)
+
+
+_UNKNOWN_ID: dict[int | str, dict[str, Any]] = {404: _error("the item_id is unknown to the model")}
+
+
+@READ_ROUTER.post("/similar", responses=_UNKNOWN_ID)
+async def similar(body: SimilarRequest, state: StateDep) -> SimilarResponse:
+    """Items nearest to an item's fused embedding (trained, or added from text), itself and hidden items left out."""
+    return await state.similar(body)
+
+
+_UNKNOWN_IDS: dict[int | str, dict[str, Any]] = {
+    404: _error("some item ids are unknown (the detail names them); nothing was changed")
+}
+
+
+@WRITE_ROUTER.post("/items/hide", responses=_UNKNOWN_IDS)
+async def hide_items(body: HideRequest, state: StateDep) -> HiddenResponse:
+    """Hide items (trained or added) from /recommend on every pod, until ``hidden_until`` or a restore.
+
+    Persisted in the store before it applies here; other pods apply it within RECSYS_COLD_SYNC_SECONDS. /score still
+    scores hidden items and lists them in ``hidden``.
+    """
+    return await state.hide_items(body)
+
+
+@WRITE_ROUTER.post("/items/restore", responses=_UNKNOWN_IDS)
+async def restore_items(body: RestoreRequest, state: StateDep) -> HiddenResponse:
+    """Recommend hidden items again (ids not hidden are accepted and left as they are)."""
+    return await state.restore_items(body)
 
 
 @WRITE_ROUTER.post("/events")

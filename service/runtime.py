@@ -80,6 +80,7 @@ class ModelRuntime:
         self.dead_rows: set[int] = (
             set()
         )  # rows of cold items replaced by a newer version of themselves
+        self.hidden_rows: frozenset[int] = frozenset()  # rows never returned (POST /items/hide)
         self.cold_cursor = "0"
         self.cold_synced = True  # False while the items stored after training could not be loaded
         self.basis: SemanticBasis | None = None
@@ -195,12 +196,19 @@ class ModelRuntime:
         return np.asarray(user, dtype=np.float32)  # (B, d)
 
     def recommend(self, queries: Sequence[Query]) -> list[tuple[IntArray, Float32Array]]:
-        """Top-k rows and scores per query, excluded and replaced rows filtered out."""
+        """Top-k rows and scores per query, excluded, replaced and hidden rows filtered out."""
         users = self.encode([q.rows for q in queries])  # (B, d)
         self.metrics.batch_size.observe(len(queries))
+        return self.search(users, queries)
+
+    def search(
+        self, users: Float32Array, queries: Sequence[Query]
+    ) -> list[tuple[IntArray, Float32Array]]:
+        """Top-k rows and scores per (B, d) query vector, its excluded rows and replaced or hidden rows left out."""
         t0 = time.perf_counter()
         ntotal = int(self.index.ntotal)
-        want = min(ntotal, max(q.k + len(q.exclude) for q in queries) + len(self.dead_rows))
+        skipped = len(self.dead_rows) + len(self.hidden_rows)
+        want = min(ntotal, max(q.k + len(q.exclude) for q in queries) + skipped)
         k = max(q.k for q in queries)
         scores, found = self.index.search(users, want, params=self._search_params(k, want))
         out = []
@@ -234,14 +242,25 @@ class ModelRuntime:
         keep = [
             i
             for i, row in enumerate(found.tolist())
-            if row >= 0 and row not in q.exclude and row not in self.dead_rows
+            if row >= 0
+            and row not in q.exclude
+            and row not in self.dead_rows
+            and row not in self.hidden_rows
         ][: q.k]
         return found[keep], scores[keep]
 
     def popular(self, k: int, exclude: frozenset[int]) -> IntArray:
-        """The k most popular trained items not excluded (the answer for an empty history)."""
-        rows = [r for r in self.popular_rows[: k + len(exclude)].tolist() if r not in exclude][:k]
+        """The k most popular trained items neither excluded nor hidden (the answer for an empty history)."""
+        hidden = self.hidden_rows
+        head = self.popular_rows[: k + len(exclude) + len(hidden)].tolist()
+        rows = [r for r in head if r not in exclude and r not in hidden][:k]
         return np.asarray(rows, dtype=np.int64)
+
+    def similar(self, row: int, k: int) -> tuple[IntArray, Float32Array]:
+        """The k rows nearest (inner product) to ``row``'s fused vector: itself, replaced and hidden rows left out."""
+        vector = np.array(self._table[row : row + 1], dtype=np.float32)  # (1, d)
+        query = Query(np.zeros(0, dtype=np.int64), k, frozenset({row}))
+        return self.search(vector, [query])[0]
 
     def score(
         self, histories: Sequence[IntArray], candidates: Sequence[IntArray]

@@ -16,6 +16,8 @@ __all__ = [
     "ErrorBody",
     "EventsRequest",
     "EventsResponse",
+    "HiddenResponse",
+    "HideRequest",
     "ItemsRequest",
     "ItemsResponse",
     "NewItem",
@@ -24,9 +26,12 @@ __all__ = [
     "RecommendResponse",
     "ReloadRequest",
     "ReloadResponse",
+    "RestoreRequest",
     "ScoreRequest",
     "ScoreResponse",
     "ScoredItem",
+    "SimilarRequest",
+    "SimilarResponse",
 ]
 
 
@@ -120,6 +125,10 @@ class ScoreResult(BaseModel):
     )
     unknown_items: list[str]
     source: str
+    hidden: list[str] = Field(
+        default_factory=list,
+        description="candidates that are hidden (POST /items/hide): scored, but never recommended",
+    )
 
 
 class ScoreResponse(BaseModel):
@@ -177,6 +186,36 @@ class ItemsRequest(_Body):
 class ItemsResponse(BaseModel):
     added: list[str]
     index_items: int
+    model_version: str
+
+
+class HideRequest(_Body):
+    item_ids: list[StoredId] = Field(min_length=1, description="trained or added item ids")
+    hidden_until: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        description="unix seconds; hidden until then (a time in the past hides nothing); absent: until restored",
+    )
+
+
+class RestoreRequest(_Body):
+    item_ids: list[StoredId] = Field(min_length=1, description="hidden item ids to recommend again")
+
+
+class HiddenResponse(BaseModel):
+    item_ids: list[str] = Field(description="the ids this request hid or restored")
+    hidden_items: int = Field(description="items hidden now")
+
+
+class SimilarRequest(_Body):
+    item_id: Id
+    k: int = Field(default=10, ge=1, strict=True, description="at most RECSYS_MAX_K (default 1000)")
+
+
+class SimilarResponse(BaseModel):
+    items: list[ScoredItem] = Field(
+        description="nearest items by inner product of fused embeddings; the item itself and hidden items left out"
+    )
     model_version: str
 
 

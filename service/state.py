@@ -20,22 +20,27 @@ import numpy as np
 
 from core.arrays import Float32Array, IntArray
 from core.artifact import CURRENT_FILE, ArtifactError, resolve_artifact
-from service import items
+from service import catalogue, items
 from service.errors import NotReadyError, RequestError, StoreUnavailableError, check_limit
 from service.metrics import ServiceMetrics
 from service.runtime import ModelRuntime, Query
 from service.schemas import (
     EventsRequest,
     EventsResponse,
+    HiddenResponse,
+    HideRequest,
     ItemsRequest,
     ItemsResponse,
     RecommendRequest,
     RecommendResponse,
     ReloadResponse,
+    RestoreRequest,
     ScoredItem,
     ScoreRequest,
     ScoreResponse,
     ScoreResult,
+    SimilarRequest,
+    SimilarResponse,
 )
 from service.settings import Settings
 from service.store import Event, HistoryStore
@@ -58,6 +63,7 @@ class ServiceState:
         self._tasks: list[asyncio.Task[None]] = []
         self._failed_version: str | None = None
         self.draining = False
+        self.hidden = catalogue.HiddenItems(store, metrics, settings.max_candidates)
 
     # ---- lifecycle ----
 
@@ -69,7 +75,7 @@ class ServiceState:
             )
         if s.cold_sync_seconds > 0:
             self._tasks.append(
-                asyncio.create_task(self._every(s.cold_sync_seconds, self.sync_items))
+                asyncio.create_task(self._every(s.cold_sync_seconds, self.sync_catalogue))
             )
 
     async def close(self) -> None:
@@ -121,6 +127,7 @@ class ServiceState:
         s = self.settings
         check_limit("k", body.k, s.max_k)
         check_limit("exclude", len(body.exclude), s.max_candidates)
+        self.hidden.expire(rt)
         degraded = False
         try:
             ids = await self._history_ids(body.user_id, body.history, rt.max_len)
@@ -156,6 +163,7 @@ class ServiceState:
         rt = self.require_runtime()
         s = self.settings
         check_limit("requests", len(body.requests), s.max_batch)
+        self.hidden.expire(rt)
         histories, candidates, unknowns, known = [], [], [], []
         degraded = False
         for i, q in enumerate(body.requests):
@@ -186,9 +194,19 @@ class ServiceState:
                 source = "model"
             else:  # no known history: popularity counts, so a downstream ranker still gets an order
                 vals, source = [float(v) for v in rt.popularity_of(cand)], "popular"
-            scores = [v if r >= 0 else None for v, r in zip(vals, cand.tolist(), strict=True)]
-            results.append(ScoreResult(scores=scores, unknown_items=unknowns[i], source=source))
+            rows = cand.tolist()
+            scores = [v if r >= 0 else None for v, r in zip(vals, rows, strict=True)]
+            hidden = catalogue.hidden_among(rt, body.requests[i].item_ids, rows)
+            results.append(
+                ScoreResult(scores=scores, unknown_items=unknowns[i], source=source, hidden=hidden)
+            )
         return ScoreResponse(results=results, model_version=rt.version, degraded=degraded)
+
+    async def similar(self, body: SimilarRequest) -> SimilarResponse:
+        rt = self.require_runtime()
+        check_limit("k", body.k, self.settings.max_k)
+        self.hidden.expire(rt)
+        return await catalogue.similar(rt, body.item_id, body.k)
 
     @staticmethod
     async def _score_known(
@@ -219,7 +237,7 @@ class ServiceState:
         ).inc()  # no log line: one per request in an outage
         return True
 
-    # ---- /events and /items ----
+    # ---- /events, /items, /items/hide, /items/restore ----
 
     async def append_events(self, body: EventsRequest) -> EventsResponse:
         check_limit("events", len(body.events), self.settings.max_batch)
@@ -233,11 +251,25 @@ class ServiceState:
         return EventsResponse(accepted=len(events), unknown_items=sorted(set(unknown)))
 
     async def add_items(self, body: ItemsRequest) -> ItemsResponse:
-        return await items.add_items(self, body)
+        answer = await items.add_items(self, body)
+        self.hidden.apply(self.runtime)  # a replaced item has a new row
+        return answer
 
     async def sync_items(self) -> None:
         """Add items that other pods stored since this runtime last looked (idempotent)."""
         await items.sync_items(self)
+        self.hidden.apply(self.runtime)
+
+    async def sync_catalogue(self) -> None:
+        """What runs every RECSYS_COLD_SYNC_SECONDS: items other pods added, then the hidden set."""
+        await self.sync_items()
+        await self.hidden.sync(self.runtime)
+
+    async def hide_items(self, body: HideRequest) -> HiddenResponse:
+        return await self.hidden.hide(self.require_runtime(), body.item_ids, body.hidden_until)
+
+    async def restore_items(self, body: RestoreRequest) -> HiddenResponse:
+        return await self.hidden.restore(self.require_runtime(), body.item_ids)
 
     # ---- reload ----
 
@@ -262,6 +294,7 @@ class ServiceState:
                 new = await asyncio.to_thread(self._load, resolve_artifact(path))
                 if new.manifest.supports_text:
                     await self._load_stored_items(new)
+                await self.hidden.load_into(new)
                 await new.run(new.warm_up)
             except Exception as exc:
                 self._refused(path, exc)

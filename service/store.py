@@ -8,6 +8,7 @@ so several services or tests share a server) and ``MemoryStore`` (one process, n
     <p>:items                  hash item_id -> text of items added through POST /items
     <p>:items:emb:<encoder>    hash item_id -> float32 text embedding (bytes), per text-encoder version
     <p>:items:log              stream of {item_id}: other pods replay it to add the same items live
+    <p>:hidden                 hash item_id -> unix seconds it is hidden until ("inf": until restored)
 """
 
 from __future__ import annotations
@@ -92,6 +93,9 @@ class HistoryStore(Protocol):
         self, item_ids: Sequence[str], embeddings: NDArray[np.float32], encoder: str
     ) -> None: ...
     async def items_since(self, cursor: str, encoder: str) -> tuple[list[StoredItem], str]: ...
+    async def hide_items(self, until: dict[str, float]) -> None: ...
+    async def restore_items(self, item_ids: Sequence[str]) -> None: ...
+    async def load_hidden(self) -> dict[str, float]: ...
     async def close(self) -> None: ...
 
 
@@ -226,6 +230,21 @@ class RedisStore:
         ]
         return items, cursor
 
+    @_faults("hide items")
+    async def hide_items(self, until: dict[str, float]) -> None:
+        await self.client.hset(
+            f"{self.prefix}:hidden", mapping={k: repr(v) for k, v in until.items()}
+        )
+
+    @_faults("restore items")
+    async def restore_items(self, item_ids: Sequence[str]) -> None:
+        await self.client.hdel(f"{self.prefix}:hidden", *item_ids)
+
+    @_faults("load hidden items")
+    async def load_hidden(self) -> dict[str, float]:
+        raw: dict[bytes, bytes] = await self.client.hgetall(f"{self.prefix}:hidden")
+        return {k.decode(): float(v) for k, v in raw.items()}
+
     async def close(self) -> None:
         await self.client.aclose()
         if self.reader is not self.client:
@@ -241,6 +260,7 @@ class MemoryStore:
         self.texts: dict[str, str] = {}
         self.embeddings: dict[tuple[str, str], NDArray[np.float32]] = {}
         self.log: list[str] = []
+        self.hidden: dict[str, float] = {}
 
     async def ping(self) -> bool:
         return True
@@ -276,6 +296,16 @@ class MemoryStore:
         ids = list(dict.fromkeys(self.log[int(cursor) :]))
         items = [StoredItem(i, self.texts[i], self.embeddings.get((encoder, i))) for i in ids]
         return items, str(len(self.log))
+
+    async def hide_items(self, until: dict[str, float]) -> None:
+        self.hidden.update(until)
+
+    async def restore_items(self, item_ids: Sequence[str]) -> None:
+        for i in item_ids:
+            self.hidden.pop(i, None)
+
+    async def load_hidden(self) -> dict[str, float]:
+        return dict(self.hidden)
 
     async def close(self) -> None:
         return None

@@ -91,3 +91,15 @@ def test_unreachable_redis_is_not_ready_rather_than_a_crash() -> None:
         assert await store.ping() is False
 
     _run(check, RedisStore.from_url("redis://127.0.0.1:1/0", "x"))
+
+
+def test_the_hidden_set_is_a_hash_of_until_times(make_store: Callable[[], HistoryStore]) -> None:
+    async def check(store: HistoryStore) -> None:
+        assert await store.load_hidden() == {}
+        await store.hide_items({"a": float("inf"), "b": 1234.5})
+        await store.hide_items({"b": 99.0})
+        assert await store.load_hidden() == {"a": float("inf"), "b": 99.0}
+        await store.restore_items(["a", "missing"])
+        assert await store.load_hidden() == {"b": 99.0}
+
+    _run(check, make_store())
