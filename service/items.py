@@ -73,15 +73,7 @@ async def catch_up(state: ItemsHost, rt: ModelRuntime) -> None:
     """Add every stored item ``rt`` lacks (a version being loaded, or one that started while the store failed)."""
     rt.cold_synced = False
     stored, cursor = await state.store.load_items(rt.encoder_key)
-    async with state.items_lock:
-        fresh = [
-            i
-            for i in stored
-            if rt.cold_texts.get(i.item_id) != i.text and not rt.is_trained(i.item_id)
-        ]
-        if fresh:
-            await add_stored(state, rt, fresh)
-        rt.cold_cursor = cursor
+    await _add_new(state, rt, stored, cursor)
     rt.cold_synced = True
 
 
@@ -94,6 +86,13 @@ async def sync_items(state: ItemsHost) -> None:
         await catch_up(state, rt)
         return
     items, cursor = await state.store.items_since(rt.cold_cursor, rt.encoder_key)
+    await _add_new(state, rt, items, cursor)
+
+
+async def _add_new(
+    state: ItemsHost, rt: ModelRuntime, items: Sequence[StoredItem], cursor: str
+) -> None:
+    """Add the stored items ``rt`` lacks (new ids or changed texts; trained items never), then move its cursor."""
     async with state.items_lock:
         fresh = [
             i
