@@ -4,6 +4,7 @@ The entry point itself is ``exporter.cli.main`` (it adds ``export``, ``serve`` a
 this module registers the subcommands that need only the training packages.
 
 recsys data  training/configs/amazon14-beauty.toml
+recsys data  training/configs/amazon14-beauty-coldstart.toml --to-df parity/beauty   # the authors' .df layout
 recsys train training/configs/amazon14-beauty.toml --set embedding.mode="id" --run-dir runs/beauty-id
 recsys evaluate runs/beauty-id
 """
@@ -29,6 +30,17 @@ def add_training_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     """Register ``data``, ``train`` and ``evaluate`` on the ``recsys`` parser."""
     data = sub.add_parser("data", help="load a dataset, print its statistics and split sizes")
     data.add_argument("config", type=Path)
+    data.add_argument(
+        "--to-df",
+        type=Path,
+        metavar="DIR",
+        help="also write the split and the item embeddings in the AlphaFuse authors' .df layout (a new folder)",
+    )
+    data.add_argument(
+        "--embedding-name",
+        default="text",
+        help="with --to-df: the embeddings file is <name>_emb.pickle (their --language_model_type)",
+    )
     add_override_option(data)
     data.set_defaults(func=_data)
 
@@ -51,13 +63,21 @@ def _data(args: argparse.Namespace) -> int:
     from training.experiment import prepare
 
     config = load_config(args.config, args.overrides)
-    prepared = prepare(config, with_text=False)
+    prepared = prepare(config, with_text=args.to_df is not None)
     print(format_stats(prepared.dataset.stats()))
     split = prepared.split
     print(
         f"split {split.protocol}: train rows {len(split.train.targets)}, valid "
         f"{len(split.valid.targets)}, test {len(split.test.targets)}, L={split.max_len}"
     )
+    if args.to_df is not None:
+        from training.data.readers import write_dreamrec_df
+
+        ids = prepared.dataset.item_ids
+        write_dreamrec_df(split, ids, args.to_df, prepared.text_embeddings, args.embedding_name)
+        print(
+            f"wrote {args.to_df}: train/val/test_data.df, data_statis.df, {args.embedding_name}_emb.pickle"
+        )
     return 0
 
 

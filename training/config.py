@@ -33,7 +33,10 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     source: DataSource
-    protocol: Literal["leave_one_out", "cold_start_users", "cold_items"] = "leave_one_out"
+    protocol: Literal["leave_one_out", "cold_start_users", "cold_items", "given"] = Field(
+        "leave_one_out",
+        description="given: the train/valid/test rows of dreamrec_df files as they are (no re-split)",
+    )
     max_len: int = Field(
         50, ge=1, description="history window L (cold_start_users: the paper's 10)"
     )
@@ -60,6 +63,11 @@ class DataConfig(_Section):
         if self.cold_tuning and self.protocol != "cold_items":
             raise ValueError(
                 f"data.cold_tuning needs data.protocol='cold_items', got {self.protocol!r}"
+            )
+        if self.protocol == "given" and self.source.format != "dreamrec_df":
+            raise ValueError(
+                "data.protocol='given' needs data.source.format='dreamrec_df' (the files that carry a split), "
+                f"got {self.source.format!r}"
             )
         return self
 

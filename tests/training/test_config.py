@@ -44,6 +44,10 @@ def test_unknown_keys_and_bad_values_fail_with_the_file_named(tmp_path: Path) ->
         parse_override("novalue")
     with pytest.raises(ValueError, match="id_dropout applies to mode 'alphafuse' only"):
         load_config(CONFIGS[0], ['embedding.mode="id"', "embedding.id_dropout=0.2"])
+    with pytest.raises(
+        ValueError, match=r"protocol='given' needs data\.source\.format='dreamrec_df'"
+    ):
+        load_config(CONFIGS[0], ['data.protocol="given"'])
 
 
 def test_null_threshold_without_null_dim_replaces_the_default(tmp_path: Path) -> None:

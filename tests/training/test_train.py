@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -149,6 +150,16 @@ def test_cli_train_and_errors(
         main(["data", str(CONFIG), "--set", f'data.source.path="{shared_data / "ml-100k"}"']) == 0
     )
     assert "943" in capsys.readouterr().out
+    vectors = tmp_path / "vectors.npy"
+    np.save(vectors, np.random.default_rng(0).normal(size=(1682, 8)).astype(np.float32))
+    source = f'data.source.path="{shared_data / "ml-100k"}"'
+    npy = f'text.npy_path="{vectors}"'
+    df_args = ["data", str(CONFIG), "--set", source, "--set", npy, "--to-df", str(tmp_path / "df")]
+    assert main([*df_args, "--embedding-name", "vec"]) == 0
+    assert "vec_emb.pickle" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.load(tmp_path / "df" / "item_embeddings.npy"), np.load(vectors))
+    assert main(df_args) == 2  # the folder exists: refused, nothing replaced
+    assert "already exists" in capsys.readouterr().err
 
 
 def test_cold_start_user_protocol_trains_and_reports_unmasked_metrics(

@@ -329,7 +329,7 @@ class Split:
     """A protocol's train/valid/test examples plus the sequences the trainer may see.
 
     Attributes:
-        protocol: ``"leave_one_out"``, ``"cold_start_users"`` or ``"cold_items"``.
+        protocol: ``"leave_one_out"``, ``"cold_start_users"``, ``"cold_items"`` or ``"given"``.
         num_items: N (pad index == N).
         max_len: L, the history window.
         train: every prefix row of ``train_sequences`` (target at position t >= 1, history =

@@ -1,4 +1,4 @@
-"""Evaluation protocols: leave-one-out and AlphaFuse's cold-start-user split.
+"""Evaluation protocols: leave-one-out, AlphaFuse's cold-start-user split, and the split the input files give.
 
 Both return a `Split` of `Examples` built without Python loops over users: histories are gathered
 with one fancy-indexing step over an (n, L) grid of positions, LEFT-padded with ``pad =
@@ -178,3 +178,42 @@ def cold_start_users(
         len(valid), len(test),
     )  # fmt: skip
     return Split("cold_start_users", ds.num_items, window, train, valid, test, train_sequences)
+
+
+GIVEN_PARTS = ("train", "valid", "test")
+
+
+def given_split(ds: SequenceDataset, window: int) -> Split:
+    """The split the input files carry: each user id is ``<part>:<row>`` with part train, valid or test.
+
+    The ``dreamrec_df`` reader names its users that way (one user per row of ``train/val/test_data.df``: the row's
+    history followed by its next item), so a run on those files trains and tests on exactly the files' examples
+    instead of re-splitting them. Every user gives one example: target = its last item, history = the <= ``window``
+    items before it (users with < 2 items are skipped).
+
+    Raises:
+        ValueError: a user id without one of the three parts, naming the first few.
+    """
+    _check_max_len(window)
+    parts = np.array([user.partition(":")[0] for user in ds.user_ids])
+    unknown = sorted(set(parts.tolist()) - set(GIVEN_PARTS))
+    if unknown or not len(parts):
+        raise ValueError(
+            f"{ds.name}: protocol 'given' needs user ids '<part>:<row>' with part train, valid or test "
+            f"(the dreamrec_df reader's); found parts {unknown[:5]}"
+        )
+    train_rows, valid_rows, test_rows = (
+        np.flatnonzero(parts == part).astype(np.int64) for part in GIVEN_PARTS
+    )
+    train = _last_item_examples(ds, train_rows, window)
+    valid = _last_item_examples(ds, valid_rows, window)
+    test = _last_item_examples(ds, test_rows, window)
+    logger.info(
+        "%s given split (window %d): %d/%d/%d examples",
+        ds.name,
+        window,
+        len(train),
+        len(valid),
+        len(test),
+    )
+    return Split("given", ds.num_items, window, train, valid, test, ds.select_users(train_rows))

@@ -12,7 +12,7 @@ from typing import Any
 
 from training.config import DataConfig, ExperimentConfig
 from training.data.dataset import SequenceDataset, Split
-from training.data.splits import cold_start_users, leave_one_out
+from training.data.splits import cold_start_users, given_split, leave_one_out
 from training.models.recommender import Recommender, table_scorer
 from training.protocols.cold_items.remedies import cold_item_metrics
 from training.protocols.cold_items.split import ColdItemSplit, make_cold_item_split
@@ -25,6 +25,8 @@ def make_split(data: DataConfig, ds: SequenceDataset) -> tuple[SequenceDataset, 
     ``data.cold_tuning`` removes the test's cold items from the catalogue first)."""
     if data.protocol == "leave_one_out":
         return ds, leave_one_out(ds, data.max_len, train_seen=False)
+    if data.protocol == "given":
+        return ds, given_split(ds, data.max_len)
     if data.protocol == "cold_items":
         return make_cold_item_split(
             ds,

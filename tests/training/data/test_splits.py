@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from training.data.dataset import Examples, SequenceDataset
-from training.data.readers import DataSource, load_dataset
-from training.data.splits import cold_start_users, leave_one_out
+from training.data.readers import DataSource, load_dataset, write_dreamrec_df
+from training.data.splits import cold_start_users, given_split, leave_one_out
 
 PAD = 9
 
@@ -148,3 +150,33 @@ def test_invalid_arguments() -> None:
         cold_start_users(toy(), seed=0, ratios=(0.8, 0.1))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="history window must be >= 1, got 0"):
         leave_one_out(toy(), max_len=0)
+
+
+def test_a_split_written_to_df_files_reads_back_as_the_given_split(
+    beauty: SequenceDataset, tmp_path: Path
+) -> None:
+    split = cold_start_users(beauty, seed=0, window=10, train_seen=False)
+    emb = np.random.default_rng(0).normal(size=(beauty.num_items, 8)).astype(np.float32)
+    folder = tmp_path / "beauty-df"
+    write_dreamrec_df(split, beauty.item_ids, folder, emb, "minilm")
+    ds = load_dataset(DataSource(format="dreamrec_df", path=folder))
+    given = given_split(ds, window=10)
+    assert (given.protocol, given.num_items, given.max_len) == ("given", split.num_items, 10)
+    for written, read in [
+        (split.train, given.train),
+        (split.valid, given.valid),
+        (split.test, given.test),
+    ]:
+        np.testing.assert_array_equal(read.histories, written.histories)
+        np.testing.assert_array_equal(read.targets, written.targets)
+    assert given.train_sequences.num_users == len(split.train)
+    np.testing.assert_array_equal(np.load(folder / "item_embeddings.npy"), emb)
+    np.testing.assert_array_equal(pd.read_pickle(folder / "minilm_emb.pickle"), emb)
+    assert json.loads((folder / "item_ids.json").read_text()) == beauty.item_ids
+    with pytest.raises(FileExistsError):
+        write_dreamrec_df(split, beauty.item_ids, folder)
+
+
+def test_the_given_split_needs_part_names_in_the_user_ids() -> None:
+    with pytest.raises(ValueError, match=r"needs user ids '<part>:<row>'.*\['a', 'b', 'c', 'd'\]"):
+        given_split(toy(), window=3)

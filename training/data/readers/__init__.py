@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict
 
 from training.data.dataset import SequenceDataset
 from training.data.readers.canonical import read_canonical
-from training.data.readers.dreamrec import DREAMREC_PARTS, read_dreamrec_df
+from training.data.readers.dreamrec import DREAMREC_PARTS, read_dreamrec_df, write_dreamrec_df
 from training.data.readers.p5 import read_p5
 from training.data.readers.recbole import RECBOLE_TYPES, read_recbole
 from training.data.readers.tables import DEFAULT_TEXT_FIELDS, Catalogue, Where
@@ -50,6 +50,7 @@ __all__ = [
     "read_dreamrec_df",
     "read_p5",
     "read_recbole",
+    "write_dreamrec_df",
 ]
 
 logger = logging.getLogger(__name__)

@@ -1,12 +1,14 @@
 """The AlphaFuse/DreamRec format: the pandas pickles ``train/val/test_data.df`` + ``data_statis.df``.
 
 Owns ``read_dreamrec_df`` and the per-file parser that turns padded ``seq``/``len_seq``/``next``
-rows into user sequences (left or right padding detected per file). Unpickling runs code stored in
-the file: this format is read only when named explicitly (see ``read_dreamrec_df``).
+rows into user sequences (left or right padding detected per file), and ``write_dreamrec_df``, which writes a
+split in that layout so the authors' trainer and this one can be run on the same files. Unpickling runs code
+stored in the file: this format is read only when named explicitly (see ``read_dreamrec_df``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -14,7 +16,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from training.data.dataset import SequenceDataset
+from core.files import publish_dir
+from training.data.dataset import Examples, SequenceDataset, Split
 from training.data.readers.tables import _finish, _require_columns
 
 logger = logging.getLogger(__name__)
@@ -109,4 +112,55 @@ def read_dreamrec_df(path: Path, name: str | None = None) -> SequenceDataset:
     item_ids = [str(k) for k in range(item_num)]
     return _finish(
         name or path.name, item_ids, [""] * item_num, user_ids, user_idx, np.concatenate(items)
+    )
+
+
+def write_dreamrec_df(
+    split: Split,
+    item_ids: list[str],
+    folder: Path,
+    embeddings: NDArray[np.float32] | None = None,
+    embedding_name: str = "text",
+) -> None:
+    """Write ``split`` in the authors' layout, so that their trainer and ``data.protocol = "given"`` read the same rows.
+
+    Every example of ``split.train``/``valid``/``test`` becomes one row of ``train/val/test_data.df``: ``seq`` its
+    history (``split.max_len`` ids, left-padded with ``item_num``, most recent last), ``len_seq`` the number of real
+    ids, ``next`` the target. ``data_statis.df`` holds ``seq_size`` and ``item_num``; ``item_ids.json`` maps row k to
+    the external id. With ``embeddings`` ((N, d_l), row k = item k), they are written twice: as
+    ``<embedding_name>_emb.pickle`` (what the authors' code loads, ``--language_model_type <embedding_name>``) and as
+    ``item_embeddings.npy`` (``text.npy_path`` for this trainer). The folder appears complete or not at all.
+
+    Raises:
+        FileExistsError: ``folder`` exists.
+        ValueError: ``embeddings`` do not have one row per item.
+    """
+    if embeddings is not None and embeddings.shape[0] != split.num_items:
+        raise ValueError(
+            f"embeddings have {embeddings.shape[0]} rows, the split {split.num_items} items"
+        )
+    parts = (split.train, split.valid, split.test)
+
+    def write(tmp: Path) -> None:
+        for (_, file), examples in zip(DREAMREC_PARTS, parts, strict=True):
+            _frame(examples, split.num_items).to_pickle(tmp / file)
+        statis = pd.DataFrame({"seq_size": [split.max_len], "item_num": [split.num_items]})
+        statis.to_pickle(tmp / "data_statis.df")
+        (tmp / "item_ids.json").write_text(json.dumps(item_ids))
+        if embeddings is not None:
+            table = np.ascontiguousarray(embeddings, dtype=np.float32)
+            pd.to_pickle(table, tmp / f"{embedding_name}_emb.pickle")
+            np.save(tmp / "item_embeddings.npy", table)
+
+    publish_dir(folder, write)
+
+
+def _frame(examples: Examples, pad: int) -> pd.DataFrame:
+    """One part's rows: (n, L) left-padded histories -> ``seq``, ``len_seq``, ``next``."""
+    return pd.DataFrame(
+        {
+            "seq": examples.histories.tolist(),
+            "len_seq": (examples.histories != pad).sum(axis=1),
+            "next": examples.targets,
+        }
     )
