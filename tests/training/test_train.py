@@ -157,7 +157,9 @@ def test_cli_train_and_errors(
     df_args = ["data", str(CONFIG), "--set", source, "--set", npy, "--to-df", str(tmp_path / "df")]
     assert main([*df_args, "--embedding-name", "vec"]) == 0
     assert "vec_emb.pickle" in capsys.readouterr().out
-    np.testing.assert_array_equal(np.load(tmp_path / "df" / "item_embeddings.npy"), np.load(vectors))
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "df" / "item_embeddings.npy"), np.load(vectors)
+    )
     assert main(df_args) == 2  # the folder exists: refused, nothing replaced
     assert "already exists" in capsys.readouterr().err
 
