@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     events_stream_maxlen: int = Field(default=1_000_000, gt=0)
     reload_poll_seconds: float = Field(default=0.0, ge=0)
     cold_sync_seconds: float = Field(default=1.0, ge=0)
-    popularity_half_life_seconds: float = Field(default=86_400.0, gt=0, allow_inf_nan=False)
+    popularity_half_life_seconds: float = Field(default=86_400.0, ge=1, allow_inf_nan=False)
     popularity_blend: float = Field(default=0.5, ge=0, le=1)
     popularity_items: int = Field(default=1000, gt=0, le=100_000)
     freeze_heap: bool = True
