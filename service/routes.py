@@ -102,8 +102,8 @@ _WRITE_ERRORS = {
 }
 
 # read routes FastAPI's router serves, not the fast path: /similar (one search per call) does not carry the load.
-# /recommend/batch stays on the fast path: its bodies are the largest of the read routes, and the fast path
-# validates them in Rust straight from the JSON bytes
+# /recommend/batch is on the fast path: it has the (body, state) shape and carries /recommend's load in bulk, so it
+# gets the same body handling; a batch's time is its model call either way (benchmarks/recommend_batch.py)
 ROUTED_READS = frozenset({"/similar"})
 READ_ROUTER = APIRouter(tags=["read"], responses=_READ_ERRORS)
 WRITE_ROUTER = APIRouter(
