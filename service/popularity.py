@@ -39,9 +39,8 @@ KEPT_PER_READ = 10
 
 @dataclass(frozen=True)
 class Ranking:
-    """Blended scores of a runtime's rows (at the size it had) and the rows in descending score order."""
+    """Blended scores of a runtime's rows (at the size it had) from ``shares``, and the rows in descending order."""
 
-    runtime: weakref.ref[ModelRuntime]
     shares: dict[str, float]
     scores: NDArray[np.float64]  # (rows,)
     order: IntArray  # (rows,) stable: ties keep the training order, then row order
@@ -60,7 +59,7 @@ def rank(rt: ModelRuntime, shares: dict[str, float], blend: float) -> Ranking:
     trained = np.full(len(scores), len(rt.popular_rows), dtype=np.int64)
     trained[rt.popular_rows] = np.arange(len(rt.popular_rows))
     order = np.lexsort((trained, -scores)).astype(np.int64)
-    return Ranking(weakref.ref(rt), shares, scores, order)
+    return Ranking(shares, scores, order)
 
 
 class Popularity:
@@ -70,15 +69,14 @@ class Popularity:
         self, store: HistoryStore, settings: Settings, clock: Callable[[], float] = time.time
     ) -> None:
         self.store, self.clock = store, clock
-        self.half_life, self.blend = (
-            settings.popularity_half_life_seconds,
-            settings.popularity_blend,
+        self.half_life = settings.popularity_half_life_seconds
+        self.blend, self.items = settings.popularity_blend, settings.popularity_items
+        # item id -> its share of the decayed events, for the top items last read
+        self.shares: dict[str, float] = {}
+        # per runtime: a version being loaded is ranked before it serves; the one it replaces keeps its own
+        self._rankings: weakref.WeakKeyDictionary[ModelRuntime, Ranking] = (
+            weakref.WeakKeyDictionary()
         )
-        self.items = settings.popularity_items
-        self.shares: dict[
-            str, float
-        ] = {}  # item id -> share of the decayed events (the top items read)
-        self._ranking: Ranking | None = None
 
     def update(self, events: Sequence[Event]) -> PopularityUpdate:
         """What ``events`` add to the store's decayed counts (written with them, in one transaction)."""
@@ -86,7 +84,7 @@ class Popularity:
         return update_for(pairs, self.clock(), self.half_life, self.items * KEPT_PER_READ)
 
     async def sync(self, rt: ModelRuntime | None) -> None:
-        """Read the top of the decayed counts and re-rank ``rt`` on its worker thread; never raises a store fault."""
+        """Read the top of the decayed counts and rank ``rt`` on its worker thread; never raises a store fault."""
         try:
             shares = (await self.store.read_popular(self.items)).shares()
         except StoreUnavailableError as exc:
@@ -95,23 +93,18 @@ class Popularity:
             shares = {}
         self.shares = shares
         if rt is not None and not self._current(rt):
-            self._ranking = await rt.run(rank, rt, shares, self.blend)
+            self._rankings[rt] = await rt.run(rank, rt, shares, self.blend)
 
     def _current(self, rt: ModelRuntime) -> bool:
-        """Whether the ranking is of ``rt`` at its present size, from the shares last read."""
-        r = self._ranking
-        return (
-            r is not None
-            and r.runtime() is rt
-            and r.shares == self.shares
-            and len(r.scores) == rt.size
-        )
+        """Whether ``rt``'s ranking is from the shares last read, at ``rt``'s present size."""
+        r = self._rankings.get(rt)
+        return r is not None and r.shares == self.shares and len(r.scores) == rt.size
 
     def ranking(self, rt: ModelRuntime) -> Ranking:
-        """The ranking of ``rt`` (computed here once for a runtime loaded since the last sync)."""
-        current = self._ranking
-        if current is None or current.runtime() is not rt:
-            current = self._ranking = rank(rt, self.shares, self.blend)
+        """The ranking of ``rt`` as of the last sync (computed here if ``rt`` has none yet)."""
+        current = self._rankings.get(rt)
+        if current is None:
+            current = self._rankings[rt] = rank(rt, self.shares, self.blend)
         return current
 
     def top(

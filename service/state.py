@@ -279,6 +279,7 @@ class ServiceState:
                 if new.manifest.supports_text:
                     await self._load_stored_items(new)
                 await self.hidden.load_into(new)
+                await self.popularity.sync(new)  # ranked before it serves
                 await new.run(new.warm_up)
             except Exception as exc:
                 self._refused(path, exc)

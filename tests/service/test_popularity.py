@@ -122,6 +122,9 @@ def test_the_order_follows_events_and_scores_are_the_documented_blend(
     assert [(i["item_id"], i["score"]) for i in by_user["items"]] == answer
     scored = client.post("/score", json={"requests": [{"history": [], "item_ids": [y, x]}]})
     assert scored.json()["results"][0]["scores"] == pytest.approx([s for _, s in answer[:2]])
+    # a reloaded version is ranked from the store before it serves
+    assert client.post("/admin/reload", json={}).status_code == 200
+    assert _fallback(client, k=10) == answer
 
 
 def test_older_events_decay_with_the_half_life(client: TestClient, artifact: Path) -> None:
