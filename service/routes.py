@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 
 from service.errors import NotReadyError, RequestError
-from service.recommend import recommend_batch
+from service.recommend import recommend_batch as answer_batch
 from service.schemas import (
     ErrorBody,
     EventsRequest,
@@ -103,7 +103,8 @@ _WRITE_ERRORS = {
 
 # read routes FastAPI's router serves, not the fast path: /similar (one search per call) does not carry the load.
 # /recommend/batch is on the fast path: it has the (body, state) shape and carries /recommend's load in bulk, so it
-# gets the same body handling; a batch's time is its model call either way (benchmarks/recommend_batch.py)
+# gets the same handling (its large bodies validated in Rust from the bytes, no per-call FastAPI machinery);
+# benchmarks/recommend_batch.py times it both ways
 ROUTED_READS = frozenset({"/similar"})
 READ_ROUTER = APIRouter(tags=["read"], responses=_READ_ERRORS)
 WRITE_ROUTER = APIRouter(
@@ -122,13 +123,13 @@ async def recommend(body: RecommendRequest, state: StateDep) -> RecommendRespons
 
 
 @READ_ROUTER.post("/recommend/batch")
-async def recommend_many(body: RecommendBatchRequest, state: StateDep) -> RecommendBatchResponse:
+async def recommend_batch(body: RecommendBatchRequest, state: StateDep) -> RecommendBatchResponse:
     """Top-k items for each of several users or histories (up to RECSYS_MAX_BATCH), e.g. to precompute lists.
 
     Each result is what /recommend answers for that request alone. The stored histories are read in one store round
     trip and every request with a known history is encoded and searched in one call.
     """
-    return await recommend_batch(state, body)
+    return await answer_batch(state, body)
 
 
 @READ_ROUTER.post("/score")
