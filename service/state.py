@@ -172,7 +172,7 @@ class ServiceState:
             if i in by_request:
                 vals: list[float | None] = by_request[i].tolist()
                 source = "model"
-            else:  # no known history: the popularity fallback's scores, so a downstream ranker still gets an order
+            else:  # no known history: the popularity fallback's scores, so a ranker still gets an order
                 vals, source = self.popularity.scores_of(rt, cand).tolist(), "popular"
             rows = cand.tolist()
             scores = [v if r >= 0 else None for v, r in zip(vals, rows, strict=True)]
@@ -243,9 +243,7 @@ class ServiceState:
 
     async def sync_catalogue(self) -> None:
         """What runs every RECSYS_COLD_SYNC_SECONDS: recent popularity, items other pods added, the hidden set."""
-        await self.popularity.sync(
-            self.runtime
-        )  # a store fault leaves the training counts, and goes on
+        await self.popularity.sync(self.runtime)  # a store fault: training counts, and on
         await self.sync_items()
         await self.hidden.sync(self.runtime)
 
