@@ -1,10 +1,10 @@
 """The HTTP API, declared once: FastAPI routers for reads, writes, admin and probes.
 
-``READ_ROUTER`` holds the routes that carry the load (``POST /recommend``, ``POST /score``) and ``POST /similar``,
-the read routes that need no API key. The declarations of those not named in ``ROUTED_READS`` are also the table of
-the plain-ASGI fast path (``service.hotpath.hot_table`` reads path, method, body model and endpoint from them), so each
-route is declared here and nowhere else. A read route's endpoint takes exactly ``(body, state)`` and returns its
-response model; it may have no other dependency.
+``READ_ROUTER`` holds the routes that carry the load (``POST /recommend``, ``/recommend/batch``, ``/score``) and
+``POST /similar``, the read routes that need no API key. The declarations of those not named in ``ROUTED_READS`` are
+also the table of the plain-ASGI fast path (``service.hotpath.hot_table`` reads path, method, body model and endpoint
+from them), so each route is declared here and nowhere else. A read route's endpoint takes exactly ``(body, state)``
+and returns its response model; it may have no other dependency.
 
 The service's state is reached through ``service_of(app)``, a typed accessor of what the lifespan stored.
 """
@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 
 from service.errors import NotReadyError, RequestError
+from service.recommend import recommend_batch as answer_batch
 from service.schemas import (
     ErrorBody,
     EventsRequest,
@@ -29,6 +30,8 @@ from service.schemas import (
     ItemsRequest,
     ItemsResponse,
     ReadyResponse,
+    RecommendBatchRequest,
+    RecommendBatchResponse,
     RecommendRequest,
     RecommendResponse,
     ReloadRequest,
@@ -98,7 +101,10 @@ _WRITE_ERRORS = {
     503: _error("no model loaded yet, or the store is unavailable: nothing was written", True),
 }
 
-# read routes FastAPI's router serves, not the fast path: /similar (one search per call) does not carry the load
+# read routes FastAPI's router serves, not the fast path: /similar (one search per call) does not carry the load.
+# /recommend/batch is on the fast path: it has the (body, state) shape and carries /recommend's load in bulk, so it
+# gets the same handling (its large bodies validated in Rust from the bytes, no per-call FastAPI machinery);
+# benchmarks/recommend_batch.py times it both ways
 ROUTED_READS = frozenset({"/similar"})
 READ_ROUTER = APIRouter(tags=["read"], responses=_READ_ERRORS)
 WRITE_ROUTER = APIRouter(
@@ -114,6 +120,16 @@ PROBE_ROUTER = APIRouter(tags=["probes"])
 async def recommend(body: RecommendRequest, state: StateDep) -> RecommendResponse:
     """Top-k items for a user's stored history or for a given history."""
     return await state.recommend(body)
+
+
+@READ_ROUTER.post("/recommend/batch")
+async def recommend_batch(body: RecommendBatchRequest, state: StateDep) -> RecommendBatchResponse:
+    """Top-k items for each of several users or histories (up to RECSYS_MAX_BATCH), e.g. to precompute lists.
+
+    Each result is what /recommend answers for that request alone. The stored histories are read in one store round
+    trip and every request with a known history is encoded and searched in one call.
+    """
+    return await answer_batch(state, body)
 
 
 @READ_ROUTER.post("/score")

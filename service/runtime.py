@@ -249,13 +249,6 @@ class ModelRuntime:
         ][: q.k]
         return found[keep], scores[keep]
 
-    def popular(self, k: int, exclude: frozenset[int]) -> IntArray:
-        """The k most popular trained items neither excluded nor hidden (the answer for an empty history)."""
-        hidden = self.hidden_rows
-        head = self.popular_rows[: k + len(exclude) + len(hidden)].tolist()
-        rows = [r for r in head if r not in exclude and r not in hidden][:k]
-        return np.asarray(rows, dtype=np.int64)
-
     def similar(self, row: int, k: int) -> tuple[IntArray, Float32Array]:
         """The k rows nearest (inner product) to ``row``'s fused vector: itself, replaced and hidden rows left out."""
         vector = np.array(self._table[row : row + 1], dtype=np.float32)  # (1, d)

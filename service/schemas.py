@@ -22,6 +22,8 @@ __all__ = [
     "ItemsResponse",
     "NewItem",
     "ReadyResponse",
+    "RecommendBatchRequest",
+    "RecommendBatchResponse",
     "RecommendRequest",
     "RecommendResponse",
     "ReloadRequest",
@@ -99,7 +101,10 @@ class ScoredItem(BaseModel):
 
 
 class RecommendResponse(BaseModel):
-    items: list[ScoredItem]
+    items: list[ScoredItem] = Field(
+        description="best first; score: the model's inner product, or with source 'popular' the blended popularity "
+        "(1-w) * training-count share + w * recent-event share, w = RECSYS_POPULARITY_BLEND"
+    )
     model_version: str
     source: str = Field(description="'model', or 'popular' when the history has no known item")
     unknown_items: list[str] = Field(
@@ -108,6 +113,19 @@ class RecommendResponse(BaseModel):
     degraded: bool = Field(
         default=False,
         description="the store did not answer in time: the popularity fallback answered instead",
+    )
+
+
+class RecommendBatchRequest(_Body):
+    requests: list[RecommendRequest] = Field(
+        min_length=1,
+        description="at most RECSYS_MAX_BATCH (default 512) requests, each as for /recommend",
+    )
+
+
+class RecommendBatchResponse(BaseModel):
+    results: list[RecommendResponse] = Field(
+        description="one per request, in order: what /recommend answers for it alone"
     )
 
 

@@ -26,7 +26,12 @@ class Settings(BaseSettings):
         threads: ONNX Runtime intra-op and FAISS threads (one process per core is the scaling model).
         max_micro_batch: most /recommend requests encoded and searched together.
         reload_poll_seconds: re-read ``<artifact>/CURRENT`` this often and hot-swap a new version (0: off).
-        cold_sync_seconds: how often items added through another pod are pulled from Redis (0: off).
+        cold_sync_seconds: how often items added through another pod, the hidden set and the top of the recent
+            popularity are pulled from Redis (0: off).
+        popularity_half_life_seconds: an event's weight in the recent popularity halves every this many seconds.
+        popularity_blend: weight of the recent events' share in the popularity fallback; the training counts'
+            share gets the rest (0: training counts only; 1: recent events only).
+        popularity_items: items with the most recent events each replica reads (the store keeps ten times as many).
         freeze_heap: after a model loads, collect once and ``gc.freeze()`` what is alive, so that no full garbage
             collection walks the model again (each took 64-150 ms with a 1e5-item model and stalled every request).
     """
@@ -45,7 +50,9 @@ class Settings(BaseSettings):
     max_k: int = Field(default=1000, gt=0)
     max_history: int = Field(default=1000, gt=0)
     max_batch: int = Field(
-        default=512, gt=0, description="requests per /score call, events per /events"
+        default=512,
+        gt=0,
+        description="requests per /score and /recommend/batch call, events per /events",
     )
     max_candidates: int = Field(default=10_000, gt=0, description="item ids per /score request")
     max_items_per_request: int = Field(default=256, gt=0)
@@ -56,4 +63,7 @@ class Settings(BaseSettings):
     events_stream_maxlen: int = Field(default=1_000_000, gt=0)
     reload_poll_seconds: float = Field(default=0.0, ge=0)
     cold_sync_seconds: float = Field(default=1.0, ge=0)
+    popularity_half_life_seconds: float = Field(default=86_400.0, ge=1, allow_inf_nan=False)
+    popularity_blend: float = Field(default=0.5, ge=0, le=1)
+    popularity_items: int = Field(default=1000, gt=0, le=100_000)
     freeze_heap: bool = True

@@ -23,7 +23,9 @@ from core.artifact import CURRENT_FILE, ArtifactError, resolve_artifact
 from service import catalogue, items
 from service.errors import NotReadyError, RequestError, StoreUnavailableError, check_limit
 from service.metrics import ServiceMetrics
-from service.runtime import ModelRuntime, Query
+from service.popularity import Popularity
+from service.recommend import check_request, model_answer, plan
+from service.runtime import ModelRuntime
 from service.schemas import (
     EventsRequest,
     EventsResponse,
@@ -35,7 +37,6 @@ from service.schemas import (
     RecommendResponse,
     ReloadResponse,
     RestoreRequest,
-    ScoredItem,
     ScoreRequest,
     ScoreResponse,
     ScoreResult,
@@ -64,6 +65,7 @@ class ServiceState:
         self._failed_version: str | None = None
         self.draining = False
         self.hidden = catalogue.HiddenItems(store, metrics, settings.max_candidates)
+        self.popularity = Popularity(store, settings)
 
     # ---- lifecycle ----
 
@@ -124,40 +126,18 @@ class ServiceState:
 
     async def recommend(self, body: RecommendRequest) -> RecommendResponse:
         rt = self.require_runtime()
-        s = self.settings
-        check_limit("k", body.k, s.max_k)
-        check_limit("exclude", len(body.exclude), s.max_candidates)
+        check_request(self.settings, body)
         self.hidden.expire(rt)
         degraded = False
         try:
             ids = await self._history_ids(body.user_id, body.history, rt.max_len)
         except StoreUnavailableError as exc:  # answer as for a user with no history, and say so
             ids, degraded = (), self._degraded("/recommend", exc)
-        rows, unknown = rt.lookup(ids)
-        exclude_rows, _ = rt.lookup(body.exclude)
-        exclude = frozenset(exclude_rows.tolist()) | (
-            frozenset(rows.tolist()) if body.exclude_seen else frozenset()
-        )
-        if unknown:
-            self.metrics.unknown_items.inc(len(unknown))
-        if len(rows) == 0:
-            top = await rt.run(rt.popular, body.k, exclude)
-            items = [ScoredItem(item_id=rt.item_id(r), score=0.0) for r in top.tolist()]
-            return RecommendResponse(
-                items=items,
-                model_version=rt.version,
-                source="popular",
-                unknown_items=unknown,
-                degraded=degraded,
-            )
-        found, scores = await rt.batcher.submit(Query(rows, body.k, exclude))
-        items = [
-            ScoredItem(item_id=rt.item_id(r), score=v)
-            for r, v in zip(found.tolist(), scores.tolist(), strict=True)
-        ]
-        return RecommendResponse(
-            items=items, model_version=rt.version, source="model", unknown_items=unknown
-        )
+        query, unknown = plan(rt, body, ids, self.metrics)
+        if len(query.rows) == 0:
+            return self.popularity.answer(rt, query, unknown, degraded)
+        found, scores = await rt.batcher.submit(query)
+        return model_answer(rt, found, scores, unknown)
 
     async def score(self, body: ScoreRequest) -> ScoreResponse:
         rt = self.require_runtime()
@@ -192,8 +172,8 @@ class ServiceState:
             if i in by_request:
                 vals: list[float | None] = by_request[i].tolist()
                 source = "model"
-            else:  # no known history: popularity counts, so a downstream ranker still gets an order
-                vals, source = [float(v) for v in rt.popularity_of(cand)], "popular"
+            else:  # no known history: the popularity fallback's scores, so a ranker still gets an order
+                vals, source = self.popularity.scores_of(rt, cand).tolist(), "popular"
             rows = cand.tolist()
             scores = [v if r >= 0 else None for v, r in zip(vals, rows, strict=True)]
             hidden = catalogue.hidden_among(rt, body.requests[i].item_ids, rows)
@@ -242,7 +222,8 @@ class ServiceState:
     async def append_events(self, body: EventsRequest) -> EventsResponse:
         check_limit("events", len(body.events), self.settings.max_batch)
         events = [Event(e.user_id, e.item_id, e.timestamp) for e in body.events]
-        await self.store.append_events(events, keep=self.history_length)
+        update = self.popularity.update(events)  # counted with the events, in the same transaction
+        await self.store.append_events(events, keep=self.history_length, popularity=update)
         unknown: list[str] = []
         if self.runtime is not None:
             _, unknown = self.runtime.lookup([e.item_id for e in events])
@@ -261,7 +242,8 @@ class ServiceState:
         self.hidden.apply(self.runtime)
 
     async def sync_catalogue(self) -> None:
-        """What runs every RECSYS_COLD_SYNC_SECONDS: items other pods added, then the hidden set."""
+        """What runs every RECSYS_COLD_SYNC_SECONDS: recent popularity, items other pods added, the hidden set."""
+        await self.popularity.sync(self.runtime)  # a store fault: training counts, and on
         await self.sync_items()
         await self.hidden.sync(self.runtime)
 
@@ -295,6 +277,7 @@ class ServiceState:
                 if new.manifest.supports_text:
                     await self._load_stored_items(new)
                 await self.hidden.load_into(new)
+                await self.popularity.sync(new)  # ranked before it serves
                 await new.run(new.warm_up)
             except Exception as exc:
                 self._refused(path, exc)

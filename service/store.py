@@ -9,6 +9,8 @@ so several services or tests share a server) and ``MemoryStore`` (one process, n
     <p>:items:emb:<encoder>    hash item_id -> float32 text embedding (bytes), per text-encoder version
     <p>:items:log              stream of {item_id}: other pods replay it to add the same items live
     <p>:hidden                 hash item_id -> unix seconds it is hidden until ("inf": until restored)
+    <p>:popular                sorted set item_id -> log of its decayed event count (``service.decay``)
+    <p>:popular:total          log of the decayed count of all events
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.events import decode_event, encode_event, events_stream
+from service.decay import INCREMENT_SCRIPT, DecayedCounts, PopularityUpdate, log_add
 from service.errors import StoreUnavailableError
 
 __all__ = ["Event", "HistoryStore", "MemoryStore", "RedisStore", "StoredItem", "open_store"]
@@ -86,7 +89,11 @@ class StoredItem:
 class HistoryStore(Protocol):
     async def ping(self) -> bool: ...
     async def read_history(self, user_id: str, n: int) -> list[str]: ...
-    async def append_events(self, events: Sequence[Event], keep: int) -> None: ...
+    async def read_histories(self, user_ids: Sequence[str], n: int) -> list[list[str]]: ...
+    async def append_events(
+        self, events: Sequence[Event], keep: int, popularity: PopularityUpdate | None = None
+    ) -> None: ...
+    async def read_popular(self, n: int) -> DecayedCounts: ...
     async def save_items(self, items: Sequence[StoredItem], encoder: str) -> None: ...
     async def load_items(self, encoder: str) -> tuple[list[StoredItem], str]: ...
     async def cache_embeddings(
@@ -155,9 +162,22 @@ class RedisStore:
             raise store_fault(exc, "read history") from exc
         return [b.decode() for b in raw]
 
+    async def read_histories(self, user_ids: Sequence[str], n: int) -> list[list[str]]:
+        """The last ``n`` items of each user, in one pipelined round trip."""
+        pipe = self.reader.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.lrange(self._seq(user_id), -n, -1)
+        try:
+            raw: list[list[bytes]] = await pipe.execute()
+        except STORE_FAULTS as exc:
+            raise store_fault(exc, "read histories") from exc
+        return [[b.decode() for b in seq] for seq in raw]
+
     @_faults("append events")
-    async def append_events(self, events: Sequence[Event], keep: int) -> None:
-        """All events of one call in one MULTI/EXEC: stored together or not at all."""
+    async def append_events(
+        self, events: Sequence[Event], keep: int, popularity: PopularityUpdate | None = None
+    ) -> None:
+        """All events of one call, and their popularity counts, in one MULTI/EXEC: stored together or not at all."""
         by_user: dict[str, list[str]] = defaultdict(list)
         pipe = self.client.pipeline(transaction=True)
         for e in events:
@@ -170,7 +190,23 @@ class RedisStore:
         for user, items in by_user.items():
             pipe.rpush(self._seq(user), *items)
             pipe.ltrim(self._seq(user), -keep, -1)
+        if popularity is not None and popularity.log_weights:
+            pairs = [x for item, w in popularity.log_weights.items() for x in (item, repr(w))]
+            popular = f"{self.prefix}:popular"
+            pipe.eval(
+                INCREMENT_SCRIPT, 2, popular, f"{popular}:total", popularity.max_items, *pairs
+            )
         await pipe.execute()
+
+    @_faults("read popularity")
+    async def read_popular(self, n: int) -> DecayedCounts:
+        """The ``n`` items with the largest decayed event counts, and the total, as of one instant."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zrevrange(f"{self.prefix}:popular", 0, n - 1, withscores=True)
+        pipe.get(f"{self.prefix}:popular:total")
+        top, total = await pipe.execute()
+        items = [(k.decode(), float(v)) for k, v in top]
+        return DecayedCounts(items, None if total is None else float(total))
 
     @_faults("save items")
     async def save_items(self, items: Sequence[StoredItem], encoder: str) -> None:
@@ -261,6 +297,8 @@ class MemoryStore:
         self.embeddings: dict[tuple[str, str], NDArray[np.float32]] = {}
         self.log: list[str] = []
         self.hidden: dict[str, float] = {}
+        self.popular: dict[str, float] = {}  # item_id -> log decayed count
+        self.popular_total: float | None = None
 
     async def ping(self) -> bool:
         return True
@@ -268,12 +306,28 @@ class MemoryStore:
     async def read_history(self, user_id: str, n: int) -> list[str]:
         return self.sequences.get(user_id, [])[-n:]
 
-    async def append_events(self, events: Sequence[Event], keep: int) -> None:
+    async def read_histories(self, user_ids: Sequence[str], n: int) -> list[list[str]]:
+        return [self.sequences.get(u, [])[-n:] for u in user_ids]
+
+    async def append_events(
+        self, events: Sequence[Event], keep: int, popularity: PopularityUpdate | None = None
+    ) -> None:
         for e in events:
             seq = self.sequences[e.user_id]
             seq.append(e.item_id)
             del seq[:-keep]
         self.events.extend(events)
+        for item, w in (popularity.log_weights if popularity else {}).items():
+            self.popular[item] = log_add(self.popular.get(item), w)
+            self.popular_total = log_add(self.popular_total, w)
+        if popularity is not None and len(self.popular) > popularity.max_items:
+            self.popular = dict(self._top_popular(popularity.max_items))
+
+    async def read_popular(self, n: int) -> DecayedCounts:
+        return DecayedCounts(self._top_popular(n), self.popular_total)
+
+    def _top_popular(self, n: int) -> list[tuple[str, float]]:
+        return sorted(self.popular.items(), key=lambda kv: kv[1], reverse=True)[:n]
 
     async def save_items(self, items: Sequence[StoredItem], encoder: str) -> None:
         for i in items:

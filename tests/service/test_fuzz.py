@@ -20,7 +20,7 @@ from service.settings import Settings
 
 # /admin/reload is left out: a generated empty body reloads the whole artifact (seconds each); its error answers
 # are covered in test_app and test_contracts
-BODY_ROUTES = ["/recommend", "/score", "/events", "/items"]
+BODY_ROUTES = ["/recommend", "/recommend/batch", "/score", "/events", "/items"]
 EXAMPLES = {GenerationMode.POSITIVE: 25, GenerationMode.NEGATIVE: 15}
 # (path, method, mode): invalid requests only where there is something to get wrong (a body)
 OPERATIONS = [(p, "POST", mode) for p in BODY_ROUTES for mode in EXAMPLES]

@@ -7,13 +7,19 @@ from fastapi import APIRouter, Depends
 
 from service.hotpath import hot_table
 from service.routes import READ_ROUTER, StateDep, require_key
-from service.schemas import RecommendRequest, RecommendResponse, ScoreRequest
+from service.schemas import (
+    RecommendBatchRequest,
+    RecommendRequest,
+    RecommendResponse,
+    ScoreRequest,
+)
 
 
 def test_the_table_is_the_read_routes() -> None:
     table = hot_table(READ_ROUTER.routes)
     assert {path: (r.method, r.body) for path, r in table.items()} == {
         "/recommend": ("POST", RecommendRequest),
+        "/recommend/batch": ("POST", RecommendBatchRequest),
         "/score": ("POST", ScoreRequest),
     }
     assert all(r.route.path == path for path, r in table.items())

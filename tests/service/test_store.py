@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import redis
 
+from service.decay import DecayedCounts, PopularityUpdate, update_for
 from service.store import Event, HistoryStore, MemoryStore, RedisStore, StoredItem
 
 
@@ -101,5 +102,46 @@ def test_the_hidden_set_is_a_hash_of_until_times(make_store: Callable[[], Histor
         assert await store.load_hidden() == {"a": float("inf"), "b": 99.0}
         await store.restore_items(["a", "missing"])
         assert await store.load_hidden() == {"b": 99.0}
+
+    _run(check, make_store())
+
+
+def test_decayed_counts_add_in_log_space_and_keep_the_most_popular(
+    make_store: Callable[[], HistoryStore],
+) -> None:
+    half_life = 100.0
+    now = 1_000_000.0
+
+    def update(*events: tuple[str, float | None], cap: int = 3) -> PopularityUpdate:
+        return update_for(events, now, half_life, cap)
+
+    async def check(store: HistoryStore) -> None:
+        assert await store.read_popular(10) == DecayedCounts([], None)
+        # a: 2 events now; b: 4 events one half-life ago (worth 2 now); c: 1 event in the future (counts as now)
+        old = now - half_life
+        await store.append_events(
+            [Event("u", "a"), Event("u", "b", old)], 5, update(("a", None), ("b", old))
+        )
+        await store.append_events([], 5, update(("a", now), ("b", old), ("b", old), ("b", old)))
+        await store.append_events([], 5, update(("c", now + 1e6)))
+        counts = await store.read_popular(10)
+        shares = counts.shares()
+        assert shares == pytest.approx({"a": 2 / 5, "b": 2 / 5, "c": 1 / 5}, rel=1e-9)
+        assert [i for i, _ in counts.items][-1] == "c"
+        assert (await store.read_popular(1)).items == counts.items[:1]
+        # a fourth item: the set keeps 3, dropping the least popular; the total still counts every event
+        await store.append_events([], 5, update(("d", now), ("d", now)))
+        shares = (await store.read_popular(10)).shares()
+        assert shares == pytest.approx({"a": 2 / 7, "b": 2 / 7, "d": 2 / 7}, rel=1e-9)
+        assert await store.read_history("u", 5) == ["a", "b"]
+
+    _run(check, make_store())
+
+
+def test_histories_of_many_users_are_read_together(make_store: Callable[[], HistoryStore]) -> None:
+    async def check(store: HistoryStore) -> None:
+        await store.append_events([Event("u", "1"), Event("v", "2"), Event("u", "3")], keep=5)
+        assert await store.read_histories(["u", "nobody", "v", "u"], 1) == [["3"], [], ["2"], ["3"]]
+        assert await store.read_histories([], 5) == []
 
     _run(check, make_store())
