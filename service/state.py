@@ -272,6 +272,7 @@ class ServiceState:
         """Load, verify and warm ``path`` beside the current runtime, then swap the reference."""
         async with self._reload_lock:
             t0 = time.perf_counter()
+            logger.info("loading %s", path)
             try:
                 new = await asyncio.to_thread(self._load, resolve_artifact(path))
                 if new.manifest.supports_text:

@@ -53,9 +53,14 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(
                 answers.append(httpx.post(f"{base}/admin/reload", json={}, timeout=60))
 
             for _ in range(20):  # until SIGTERM can be sent while a reload is still unanswered
+                started = log_path.read_text().count("loading ")
                 slow = threading.Thread(target=reload)
                 slow.start()
-                time.sleep(0.05)
+                # the server has the request once it logs the load (a busy machine may take a while)
+                deadline = time.monotonic() + 30
+                while log_path.read_text().count("loading ") == started and slow.is_alive():
+                    assert time.monotonic() < deadline, "the reload never reached the server"
+                    time.sleep(0.005)
                 if slow.is_alive():
                     break
                 slow.join()
