@@ -4,8 +4,9 @@ Steps: train (or reuse) SASRec-AlphaFuse on amazon14-sports, export it (``--inde
 the grown catalogue), start ``recsys serve`` pinned to core 0 against Redis, grow the catalogue to ``--items``
 through ``POST /items`` (dataset texts reused with a suffix), load real user histories through ``POST /events``,
 then drive ``/recommend`` (k=10, history from Redis) and ``/score`` (100 candidates) from ``benchmarks/loadgen.py``
-pinned to core 1: closed loop at several concurrencies and open loop at fixed rates. Ends with the per-stage
-breakdown read from ``/metrics``.
+pinned to core 1: closed loop at several concurrencies and open loop at fixed rates; then ``/recommend`` with
+filters passing 1%, 10% and 50% of the catalogue and ``/similar`` (``benchmarks/filter_rows.py``) closed loop at
+``--filter-concurrency``. Ends with the per-stage breakdown read from ``/metrics``.
 
     .venv/bin/python benchmarks/serve_load.py                      # ~15 min; writes benchmarks/results/serve.json
     .venv/bin/python benchmarks/serve_load.py --run-dir runs/sports-alphafuse-s0 --duration 5
@@ -32,6 +33,7 @@ from typing import Any
 import httpx
 import numpy as np
 import redis
+from filter_rows import filtered_rows, new_item_attributes
 from results_io import save_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,6 +88,7 @@ def main() -> int:
             results["recommend"] = _drive(args, "/recommend", rec)
             results["score"] = _drive(args, "/score", score, rates=args.score_rates)
             results["stages"] = _stage_breakdown(before, client.get("/metrics").text)
+            results["filtered"] = _drive_filtered(args, users, item_ids, len(grown), results)
             if args.profile:
                 results["profile"] = _profile(args, server.pid, rec)
     finally:
@@ -141,6 +144,13 @@ def _args() -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
     p.add_argument("--rates", type=int, nargs="+", default=[500, 1000, 1500])
     p.add_argument("--score-rates", type=int, nargs="+", default=[200, 400])
+    p.add_argument(
+        "--filter-concurrency",
+        type=int,
+        nargs="+",
+        default=[1, 16],
+        help="closed-loop levels of the filtered /recommend and the /similar rows",
+    )
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     p.add_argument("--port", type=int, default=8391)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks/results/serve.json")
@@ -199,7 +209,11 @@ def _grow_catalogue(
     t0 = time.perf_counter()
     for start in range(0, need, 512):
         batch = [
-            {"item_id": f"new-{i}", "text": f"{rng.choice(texts)} (variant {i})"}
+            {
+                "item_id": f"new-{i}",
+                "text": f"{rng.choice(texts)} (variant {i})",
+                "attributes": new_item_attributes(i),
+            }
             for i in range(start, min(need, start + 512))
         ]
         r = client.post("/items", json={"items": batch})
@@ -307,6 +321,25 @@ def _drive(
     return out
 
 
+def _drive_filtered(
+    args: argparse.Namespace,
+    users: list[str],
+    item_ids: list[str],
+    total: int,
+    results: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The filtered /recommend rows and /similar (``filter_rows``), closed loop at ``--filter-concurrency``."""
+    out = []
+    for row in filtered_rows(users, item_ids, total, results["grow"]["added"]):
+        levels = _drive(
+            args, row["path"], row["bodies"], rates=[], concurrency=args.filter_concurrency
+        )
+        out.append(
+            {"label": row["label"], "selectivity": round(row["selectivity"], 4), "levels": levels}
+        )
+    return out
+
+
 def _profile(args: argparse.Namespace, pid: int, bodies: list[dict[str, Any]]) -> dict[str, Any]:
     """Sample the service with py-spy during one more closed-loop /recommend level (c=64): where the core goes.
 
@@ -401,6 +434,19 @@ def _print_table(payload: dict[str, Any]) -> None:
             print(
                 f"/{route:<10}{load:>14}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}"
                 f"{r['p99_ms']:>9.2f}{r['errors']:>8}"
+            )
+    if payload.get("filtered"):
+        print(
+            f"{'filtered row (share passing)':<32}{'load':<6}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}",
+            end="",
+        )
+        print(f"{'p99 ms':>9}{'errors':>8}")
+    for row in payload.get("filtered", []):
+        for r in row["levels"]:
+            label = f"{row['label']} ({row['selectivity']:.1%})"
+            print(
+                f"{label:<32}{'c=' + str(r['concurrency']):<6}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}"
+                f"{r['p95_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>8}"
             )
     print("stages (mean ms, p99 bucket bound):", json.dumps(payload["stages"]))
     print("served recall@10 on the grown catalogue (vs exact):", payload["served_recall_at_10"])

@@ -11,6 +11,7 @@ An artifact is one immutable directory per model version::
         popularity.npy         (N,) int64 training interaction counts (fallback for empty histories)
         semantic_basis.npz     AlphaFuse basis: text embedding -> row-space coordinates (text modes only)
         text_encoder/          model.onnx + tokenizer.json (text modes only)
+        fields/                item attributes for filters: <name>.npy (+ <name>.vocab.json), ``core.attributes``
     <root>/CURRENT             the version the service loads by default (written atomically)
 
 Exporter writes a manifest with ``write_manifest`` after every other file; the service calls ``open_artifact``,
@@ -26,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from core.attributes import FieldSpec
 from core.files import atomic_write
 
 __all__ = [
@@ -155,6 +157,9 @@ class Manifest(_Frozen):
     basis_file: str | None = SEMANTIC_BASIS_FILE
     training_config: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
+    fields: tuple[FieldSpec, ...] = Field(
+        default=(), description="item attributes the service filters by; none in older artifacts"
+    )
     files: dict[str, str] = Field(description="relative path -> sha256 of every other file")
 
     @property
@@ -170,6 +175,8 @@ class Manifest(_Frozen):
         if self.text_encoder is not None:
             te = self.text_encoder
             files += [f"{te.directory}/{te.onnx_file}", f"{te.directory}/{te.tokenizer_file}"]
+        for spec in self.fields:
+            files += [spec.file] + ([spec.vocabulary_file] if spec.vocabulary_file else [])
         return files
 
 

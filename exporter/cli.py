@@ -4,7 +4,7 @@ recsys quickstart                      # ml-100k: train, export, serve, recommen
 recsys data     training/configs/amazon14-beauty.toml
 recsys train    training/configs/amazon14-beauty.toml --set embedding.mode="id" --run-dir runs/beauty-id
 recsys evaluate runs/beauty-id
-recsys export   runs/beauty-id --out artifacts [--index hnsw] [--version V] [--no-current] [--ddim-steps N]
+recsys export   runs/beauty-id --out artifacts [--index hnsw] [--version V] [--no-current] [--fields A,B]
 recsys serve    --artifact artifacts --redis-url redis://127.0.0.1:6379/0
 recsys events   events.csv --redis-url redis://127.0.0.1:6379/0   # the served events, as training data
 
@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def add_export_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``export RUN_DIR [--out] [--index] [--exact-threshold] [--version] [--no-current]
-    [--semantic-query-beta] [--ddim-steps]``."""
+    [--semantic-query-beta] [--ddim-steps] [--fields]``."""
     export = subparsers.add_parser(
         "export", help="export a trained run as a versioned serving artifact"
     )
@@ -119,7 +119,20 @@ def add_export_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         metavar="N",
         help="dreamrec: unroll the guided DDIM sampler with N denoiser calls (default: the run's diffusion.steps)",
     )
+    export.add_argument(
+        "--fields",
+        type=_field_list,
+        default=None,
+        metavar="A,B,..",
+        help="catalogue fields kept for the service's filters, e.g. categories,brand,price; 'none' keeps none "
+        "(default: every field of the dataset's catalogue but free text such as titles)",
+    )
     export.set_defaults(func=_export)
+
+
+def _field_list(value: str) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    return [] if names == ["none"] else names
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -135,6 +148,7 @@ def _export(args: argparse.Namespace) -> int:
         make_current=not args.no_current,
         semantic_query_beta=args.semantic_query_beta,
         ddim_steps=args.ddim_steps,
+        fields=args.fields,
     )
     m = open_artifact(path, verify=False)
     text = m.text_encoder.name if m.text_encoder is not None else "none"
@@ -145,6 +159,7 @@ def _export(args: argparse.Namespace) -> int:
         f"  encoder parity  {m.encoder.parity_max_abs_diff:.2e} max abs diff (max_len {m.encoder.max_len})",
         *([f"  DDIM steps      {m.encoder.ddim_steps}"] if m.encoder.ddim_steps else []),
         f"  text encoder    {text}",
+        f"  item fields     {', '.join(f'{f.name} ({f.kind})' for f in m.fields) or 'none'}",
         f"  current         {'yes' if not args.no_current else 'no'}",
     ]
     print("\n".join(lines))

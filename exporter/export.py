@@ -3,7 +3,8 @@
 ``export_run`` writes every file into ``<out_root>/.tmp-<version>-<random>/``: the item table and ids, popularity,
 the semantic basis (AlphaFuse), the user encoder as ONNX (checked against torch on real item rows), the FAISS
 index (recall measured on the user vectors of those histories), the text encoder (AlphaFuse only: the other
-modes cannot place a new item from its text). Items the run held out of training (``held_out_items.json``, the
+modes cannot place a new item from its text), the catalogue fields the service filters by (``exporter.items``).
+Items the run held out of training (``held_out_items.json``, the
 ``cold_items`` protocol) are left out of the artifact: they were never trained, so they can only arrive the way any
 new item does, through ``POST /items``. Then it hashes every file, writes ``manifest.json`` last, renames
 the folder to ``<out_root>/<version>`` and points ``CURRENT`` at it. Any failure removes the temporary folder, so
@@ -30,10 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from core.artifact import (
-    ITEM_IDS_FILE,
-    ITEMS_FILE,
     MANIFEST_FILE,
-    POPULARITY_FILE,
     SCHEMA_VERSION,
     SEMANTIC_BASIS_FILE,
     Dims,
@@ -46,9 +44,11 @@ from core.artifact import (
     write_current,
     write_manifest,
 )
+from core.attributes import Column
 from core.files import publish_dir
 from core.histories import embed_histories
 from exporter.index import IndexKind, build_index
+from exporter.items import item_columns, write_items
 from exporter.onnx_encoder import UserEncoder, encoder_outputs, export_user_encoder, parity_diffs
 from exporter.text_encoder import export_text_encoder
 from training.items.embeddings import alphafuse_with_null_space
@@ -77,6 +77,7 @@ def export_run(
     make_current: bool = True,
     semantic_query_beta: float = 0.0,
     ddim_steps: int | None = None,
+    fields: list[str] | None = None,
 ) -> Path:
     """Export ``run_dir`` as ``out_root/<version>`` and return that path.
 
@@ -94,6 +95,8 @@ def export_run(
         ddim_steps: DreamRec only: unroll the guided DDIM sampler with this many denoiser calls instead of the
             training config's ``diffusion.steps`` (the sampler has no trained weights, so the serving step count
             is chosen at export; ``benchmarks/dreamrec_steps.py`` measures quality and latency per count).
+        fields: catalogue fields kept as item attributes for the service's filters (``core.attributes``); None:
+            every field of the dataset's catalogue but free text; ``[]``: none.
 
     Raises:
         ValueError: the version exists or is not a plain name, the run is incomplete, the model kind is not
@@ -108,10 +111,9 @@ def export_run(
     run, table = _item_table(run, run_dir)  # (N, d), held-out rows left out
     items_npy = _npy_bytes(table)
     final = _version_dir(out_root, version or _default_version(items_npy))
-    index = (index_kind, exact_threshold)
-    _publish(
-        final, functools.partial(_write, run, run_dir, table, items_npy, final.name, index, user)
-    )
+    index, columns = (index_kind, exact_threshold), item_columns(run, fields)
+    write = functools.partial(_write, run, run_dir, table, items_npy, final.name, index, user)
+    _publish(final, functools.partial(write, columns))
     if make_current:
         _make_current(final)
     logger.info("artifact %s written to %s%s", final.name, final, " (CURRENT)" * make_current)
@@ -178,21 +180,18 @@ def _write(
     version: str,
     index_options: tuple[IndexKind, int],
     user: tuple[UserEncoder, SemanticQuerySpec | None],
+    columns: dict[str, Column],
     out: Path,
 ) -> Manifest:
     """Every file of the artifact into the staged folder ``out``, the manifest last.
 
-    ``index_options``: (kind, exact threshold) for ``build_index``; ``user``: the encoder graph, its semantic query.
+    ``index_options``: (kind, exact threshold) for ``build_index``; ``user``: the encoder graph, its semantic query;
+    ``columns``: the item attributes to keep (``item_columns``).
     """
     (index_kind, exact_threshold), (user_encoder, semantic) = index_options, user
-    config, basis = run.config, run.basis
+    config, basis, files = run.config, run.basis, RunDir(run_dir)
     mode = config.embedding.mode
-    (out / ITEMS_FILE).write_bytes(items_npy)
-    (out / ITEM_IDS_FILE).write_text(json.dumps(run.item_ids) + "\n")
-    np.save(out / POPULARITY_FILE, _popularity(run, run_dir), allow_pickle=False)
-    files = RunDir(run_dir)
-    if basis is not None:
-        shutil.copyfile(files.basis, out / SEMANTIC_BASIS_FILE)
+    fields = write_items(run, run_dir, items_npy, columns, out)
     sampler = run.model.encoder
     encoder = EncoderSpec(
         max_len=config.data.max_len,
@@ -220,6 +219,7 @@ def _write(
         index=index_spec,
         text_encoder=text,
         basis_file=SEMANTIC_BASIS_FILE if basis is not None else None,
+        fields=fields,
         training_config=json.loads(files.config.read_text()),
         metrics=_metrics(files.metrics),
         files=_checksums(out),
@@ -325,15 +325,6 @@ def _drop_held_out(
     )
     run = dataclasses.replace(run, item_ids=kept_ids, popularity=popularity)
     return run, np.ascontiguousarray(table[keep])
-
-
-def _popularity(run: LoadedRun, run_dir: Path) -> NDArray[np.int64]:
-    if run.popularity is not None:
-        return run.popularity
-    logger.warning(
-        "%s has no popularity.npy: the artifact's popularity fallback is all zeros", run_dir
-    )
-    return np.zeros(len(run.item_ids), dtype=np.int64)
 
 
 def _dims(run: LoadedRun, d: int, text: TextEncoderSpec | None) -> Dims:

@@ -13,7 +13,7 @@ import time
 from service.errors import RequestError, StoreUnavailableError, check_limit
 from service.metrics import ServiceMetrics
 from service.runtime import ModelRuntime
-from service.schemas import HiddenResponse, ScoredItem, SimilarResponse
+from service.schemas import Filter, HiddenResponse, ScoredItem, SimilarResponse
 from service.store import HistoryStore
 
 __all__ = ["HiddenItems", "hidden_among", "similar"]
@@ -92,14 +92,19 @@ def hidden_among(rt: ModelRuntime, item_ids: list[str], rows: list[int]) -> list
     return [i for i, r in zip(item_ids, rows, strict=True) if r in hidden]
 
 
-async def similar(rt: ModelRuntime, item_id: str, k: int) -> SimilarResponse:
-    """The k items nearest to ``item_id``'s fused embedding; 404 for an id ``rt`` does not know."""
+async def similar(
+    rt: ModelRuntime, item_id: str, k: int, where: Filter | None = None
+) -> SimilarResponse:
+    """The k items nearest to ``item_id``'s fused embedding that pass ``where``; 404 for an id ``rt`` does not
+    know, 422 for a filter that names an unknown field or misfits one."""
     row = rt.row_of.get(item_id)
     if row is None:
         raise RequestError(404, f"unknown item_id: {item_id!r}")
-    found, scores = await rt.run(rt.similar, row, k)
+    checked = None if where is None else rt.fields.check(where)
+    found, scores = await rt.run(rt.similar, row, k, checked)
     items = [
         ScoredItem(item_id=rt.item_id(r), score=v)
         for r, v in zip(found.tolist(), scores.tolist(), strict=True)
     ]
-    return SimilarResponse(items=items, model_version=rt.version)
+    short = checked is not None and len(items) < k
+    return SimilarResponse(items=items, model_version=rt.version, filtered_short=short)

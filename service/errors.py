@@ -1,4 +1,5 @@
-"""Domain errors of the service and the one place that maps them (and invalid bodies) to HTTP answers.
+"""Domain errors of the service, the one place that maps them (and invalid bodies) to HTTP answers, and the
+mapping of Redis client errors to ``StoreUnavailableError`` (``store_faults``).
 
 Both ways a request is answered use this module: the FastAPI exception handlers (``add_error_handlers``) and the
 plain-ASGI read routes of ``service.hotpath``. An answer is ``(status, JSON body, extra headers)``.
@@ -7,15 +8,20 @@ plain-ASGI read routes of ``service.hotpath``. An answer is ``(status, JSON body
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = [
     "DOMAIN_ERRORS",
+    "STORE_FAULTS",
     "Answer",
     "NotReadyError",
     "RequestError",
@@ -25,6 +31,8 @@ __all__ = [
     "check_limit",
     "detail_answer",
     "error_answer",
+    "store_fault",
+    "store_faults",
     "validation_answer",
 ]
 
@@ -54,6 +62,42 @@ class StoreUnavailableError(Exception):
     def __init__(self, detail: str, reason: str) -> None:
         super().__init__(detail)
         self.reason = reason
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S")
+# what a store call can raise when Redis is down, slow or refusing: redis-py's errors, and OS-level socket errors
+STORE_FAULTS = (RedisError, OSError)
+
+
+def store_fault(exc: BaseException, op: str) -> StoreUnavailableError:
+    """``StoreUnavailableError`` for a failed store call; ``reason`` is ``timeout`` or ``unavailable``."""
+    reason = "timeout" if isinstance(exc, RedisTimeoutError | TimeoutError) else "unavailable"
+    return StoreUnavailableError(f"store unavailable ({op}): {type(exc).__name__}: {exc}", reason)
+
+
+def store_faults(
+    op: str,
+) -> Callable[
+    [Callable[Concatenate[S, P], Coroutine[Any, Any, R]]],
+    Callable[Concatenate[S, P], Coroutine[Any, Any, R]],
+]:
+    """Decorate a store method so that its store errors raise ``StoreUnavailableError`` naming ``op``."""
+
+    def wrap(
+        fn: Callable[Concatenate[S, P], Coroutine[Any, Any, R]],
+    ) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
+        async def call(store: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return await fn(store, *args, **kwargs)
+            except STORE_FAULTS as exc:
+                raise store_fault(exc, op) from exc
+
+        call.__name__, call.__doc__ = fn.__name__, fn.__doc__
+        return call
+
+    return wrap
 
 
 def check_limit(name: str, value: int, limit: int) -> None:

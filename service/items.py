@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from core.item_text import compose_item_text
 from service.errors import RequestError, StoreUnavailableError, check_limit
 from service.runtime import ModelRuntime
-from service.schemas import ItemsRequest, ItemsResponse
+from service.schemas import ItemsRequest, ItemsResponse, NewItem
 from service.settings import Settings
 from service.store import HistoryStore, StoredItem
 
@@ -61,12 +61,20 @@ async def add_items(state: ItemsHost, body: ItemsRequest) -> ItemsResponse:
     trained = [i for i in ids if rt.is_trained(i)]
     if trained:
         raise RequestError(409, f"already in the trained catalogue: {trained[:10]}")
+    attrs = [_attributes(rt, item) for item in body.items]
     async with state.items_lock:
         emb = await rt.run(rt.embed_texts, texts)  # (B, d_l)
-        stored = [StoredItem(i, t, e) for i, t, e in zip(ids, texts, emb, strict=True)]
+        stored = [StoredItem(*i) for i in zip(ids, texts, emb, attrs, strict=True)]
         await state.store.save_items(stored, rt.encoder_key)  # persisted before it is served
-        await rt.run(rt.add_items, ids, texts, emb)
+        await rt.run(rt.add_items, ids, texts, emb, attrs)
     return ItemsResponse(added=ids, index_items=rt.live_items, model_version=rt.version)
+
+
+def _attributes(rt: ModelRuntime, item: NewItem) -> dict[str, Any]:
+    """The item's filterable attributes: ``fields`` entries named like a filter field, then ``attributes``."""
+    kinds = rt.fields.kinds
+    named = {k: v for k, v in (item.fields or {}).items() if k in kinds}
+    return rt.fields.normalize_new(item.item_id, named | (item.attributes or {}))
 
 
 async def catch_up(state: ItemsHost, rt: ModelRuntime) -> None:
@@ -97,7 +105,9 @@ async def _add_new(
         fresh = [
             i
             for i in items
-            if rt.cold_texts.get(i.item_id) != i.text and not rt.is_trained(i.item_id)
+            if (rt.cold_texts.get(i.item_id), rt.fields.added.get(i.item_id, {}))
+            != (i.text, i.attributes)
+            and not rt.is_trained(i.item_id)
         ]
         if fresh:
             await add_stored(state, rt, fresh)
@@ -122,4 +132,4 @@ async def add_stored(state: ItemsHost, rt: ModelRuntime, items: Sequence[StoredI
         logger.info("embedded the text of %d stored items for %s", len(missing), rt.version)
     ids = [i.item_id for i in items]
     emb = np.stack([vectors[i] for i in ids]).astype(np.float32)  # (B, d_l)
-    await rt.run(rt.add_items, ids, [i.text for i in items], emb)
+    await rt.run(rt.add_items, ids, [i.text for i in items], emb, [i.attributes for i in items])

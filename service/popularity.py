@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +25,8 @@ from numpy.typing import NDArray
 from core.arrays import IntArray
 from service.decay import PopularityUpdate, update_for
 from service.errors import StoreUnavailableError
+from service.filtered import allowed_rows
+from service.filters import Tests
 from service.runtime import ModelRuntime, Query
 from service.schemas import RecommendResponse, ScoredItem
 from service.settings import Settings
@@ -108,12 +110,20 @@ class Popularity:
         return current
 
     def top(
-        self, rt: ModelRuntime, k: int, exclude: frozenset[int]
+        self,
+        rt: ModelRuntime,
+        k: int,
+        exclude: frozenset[int],
+        where: Mapping[str, Tests] | None = None,
     ) -> tuple[IntArray, list[float]]:
-        """The k best-ranked rows neither excluded, hidden nor replaced, and their blended scores."""
+        """The k best-ranked rows that pass ``where``, neither excluded, hidden nor replaced, and their scores."""
         ranking = self.ranking(rt)
+        if where is not None:
+            allowed = allowed_rows(rt, where, exclude)
+            order = ranking.order[ranking.order < len(allowed)]
+            passing = order[allowed[order]][:k].tolist()
+            return np.asarray(passing, dtype=np.int64), ranking.scores[passing].tolist()
         hidden, dead = rt.hidden_rows, rt.dead_rows
-        # attribute filters apply here: keep ``ranking.order[mask[ranking.order]]`` before the head is cut
         head = ranking.order[: k + len(exclude) + len(hidden) + len(dead)].tolist()
         rows = [r for r in head if r not in exclude and r not in hidden and r not in dead][:k]
         return np.asarray(rows, dtype=np.int64), ranking.scores[rows].tolist()
@@ -130,7 +140,7 @@ class Popularity:
         self, rt: ModelRuntime, query: Query, unknown: list[str], degraded: bool
     ) -> RecommendResponse:
         """The /recommend answer for a query with no known history item."""
-        rows, scores = self.top(rt, query.k, query.exclude)
+        rows, scores = self.top(rt, query.k, query.exclude, query.where)
         items = [
             ScoredItem(item_id=rt.item_id(r), score=v)
             for r, v in zip(rows.tolist(), scores, strict=True)
@@ -141,4 +151,5 @@ class Popularity:
             source="popular",
             unknown_items=unknown,
             degraded=degraded,
+            filtered_short=query.where is not None and len(items) < query.k,
         )

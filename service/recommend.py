@@ -62,20 +62,25 @@ def plan(
     exclude = frozenset(exclude_rows.tolist()) | (
         frozenset(rows.tolist()) if body.exclude_seen else frozenset()
     )
+    where = None if body.filter is None else rt.fields.check(body.filter)
     if unknown:
         metrics.unknown_items.inc(len(unknown))
-    return Query(rows, body.k, exclude), unknown
+    return Query(rows, body.k, exclude, where), unknown
 
 
 def model_answer(
-    rt: ModelRuntime, found: IntArray, scores: Float32Array, unknown: list[str]
+    rt: ModelRuntime, query: Query, found: IntArray, scores: Float32Array, unknown: list[str]
 ) -> RecommendResponse:
     items = [
         ScoredItem(item_id=rt.item_id(r), score=v)
         for r, v in zip(found.tolist(), scores.tolist(), strict=True)
     ]
     return RecommendResponse(
-        items=items, model_version=rt.version, source="model", unknown_items=unknown
+        items=items,
+        model_version=rt.version,
+        source="model",
+        unknown_items=unknown,
+        filtered_short=query.where is not None and len(items) < query.k,
     )
 
 
@@ -96,7 +101,7 @@ async def recommend_batch(state: BatchHost, body: RecommendBatchRequest) -> Reco
     results = []
     for request, (query, unknown) in zip(body.requests, plans, strict=True):
         if len(query.rows):
-            results.append(model_answer(rt, *next(found), unknown))
+            results.append(model_answer(rt, query, *next(found), unknown))
         else:
             stored = degraded and request.history is None
             results.append(state.popularity.answer(rt, query, unknown, stored))

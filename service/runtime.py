@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +24,12 @@ import onnxruntime as ort
 from core.alphafuse import SemanticBasis, cold_start, load_basis
 from core.arrays import Float32Array, IntArray
 from core.artifact import Manifest, open_artifact
+from core.attributes import read_columns
 from core.histories import embed_histories
+from service import filtered
 from service.batcher import Batcher
 from service.errors import TrainedItemError
+from service.filters import ItemFields, Tests
 from service.metrics import ServiceMetrics
 from service.text_encoder import OnnxTextEncoder
 
@@ -38,11 +41,13 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Query:
-    """One /recommend request after id lookup: history rows (oldest first), k, rows never to return."""
+    """One /recommend request after id lookup: history rows (oldest first), k, rows never to return, and the
+    checked filter (``ItemFields.check``) its answer must pass."""
 
     rows: IntArray
     k: int
     exclude: frozenset[int] = field(default_factory=frozenset)
+    where: Mapping[str, Tests] | None = None
 
 
 class ModelRuntime:
@@ -76,6 +81,9 @@ class ModelRuntime:
         popularity = np.load(directory / manifest.popularity_file, allow_pickle=False)
         self._popularity = popularity.astype(np.float64)  # (N,) training interaction counts
         self.popular_rows: IntArray = np.argsort(-popularity, kind="stable").astype(np.int64)
+        self.fields = ItemFields(
+            read_columns(directory, manifest.fields, self.num_trained), self.size
+        )
         self.cold_texts: dict[str, str] = {}  # item_id -> text, items added after training
         self.dead_rows: set[int] = (
             set()
@@ -201,30 +209,42 @@ class ModelRuntime:
         self.metrics.batch_size.observe(len(queries))
         return self.search(users, queries)
 
+    @property
+    def table(self) -> Float32Array:
+        """(size, d) the fused vectors of every row (a view)."""
+        return self._table[: self.size]
+
     def search(
         self, users: Float32Array, queries: Sequence[Query]
     ) -> list[tuple[IntArray, Float32Array]]:
-        """Top-k rows and scores per (B, d) query vector, its excluded rows and replaced or hidden rows left out."""
+        """Top-k rows and scores per (B, d) query vector, its excluded rows and replaced or hidden rows left out,
+        only rows that pass its filter if it has one (``service.filtered``)."""
+        if all(q.where is None for q in queries):
+            return self.search_unfiltered(users, queries)
+        return filtered.search(self, users, queries)
+
+    def search_unfiltered(
+        self, users: Float32Array, queries: Sequence[Query]
+    ) -> list[tuple[IntArray, Float32Array]]:
+        """``search`` for queries without a filter: over-fetch, then leave out excluded, replaced, hidden rows."""
         t0 = time.perf_counter()
         ntotal = int(self.index.ntotal)
         skipped = len(self.dead_rows) + len(self.hidden_rows)
         want = min(ntotal, max(q.k + len(q.exclude) for q in queries) + skipped)
         k = max(q.k for q in queries)
-        scores, found = self.index.search(users, want, params=self._search_params(k, want))
+        scores, found = self.index.search(users, want, params=self.search_params(k, want))
         out = []
         for b, q in enumerate(queries):
             rows, vals = self._filter(found[b], scores[b], q)
             while len(rows) < q.k and want < ntotal:  # rare: too much was filtered; search deeper
                 want = min(ntotal, want * 2)
-                s, f = self.index.search(
-                    users[b : b + 1], want, params=self._search_params(k, want)
-                )
+                s, f = self.index.search(users[b : b + 1], want, params=self.search_params(k, want))
                 rows, vals = self._filter(f[0], s[0], q)
             out.append((rows, vals))
         self.metrics.stage_seconds.labels("search").observe(time.perf_counter() - t0)
         return out
 
-    def _search_params(self, k: int, want: int) -> faiss.SearchParameters | None:
+    def search_params(self, k: int, want: int) -> faiss.SearchParameters | None:
         """For a pq index: re-score ``k_factor_rf * k`` candidates plus the over-fetch, not ``k_factor_rf * want``.
 
         The refine factor was tuned for the top ``k``; scaling it by the over-fetch for excluded items (``want - k``,
@@ -249,10 +269,12 @@ class ModelRuntime:
         ][: q.k]
         return found[keep], scores[keep]
 
-    def similar(self, row: int, k: int) -> tuple[IntArray, Float32Array]:
+    def similar(
+        self, row: int, k: int, where: Mapping[str, Tests] | None = None
+    ) -> tuple[IntArray, Float32Array]:
         """The k rows nearest (inner product) to ``row``'s fused vector: itself, replaced and hidden rows left out."""
         vector = np.array(self._table[row : row + 1], dtype=np.float32)  # (1, d)
-        query = Query(np.zeros(0, dtype=np.int64), k, frozenset({row}))
+        query = Query(np.zeros(0, dtype=np.int64), k, frozenset({row}), where)
         return self.search(vector, [query])[0]
 
     def score(
@@ -272,9 +294,14 @@ class ModelRuntime:
         return emb
 
     def add_items(
-        self, item_ids: Sequence[str], texts: Sequence[str], text_emb: Float32Array
+        self,
+        item_ids: Sequence[str],
+        texts: Sequence[str],
+        text_emb: Float32Array,
+        attributes: Sequence[Mapping[str, object]] | None = None,
     ) -> None:
-        """Add (or replace) items from their text embeddings: row-space part only, ID part exactly zero."""
+        """Add (or replace) items from their text embeddings: row-space part only, ID part exactly zero; their
+        normalized attributes (``ItemFields.normalize_new``; none by default) go to the filter columns."""
         if self.basis is None:
             raise ValueError(f"artifact {self.version} has no text path")
         trained = [i for i in item_ids if self.is_trained(i)]
@@ -286,6 +313,7 @@ class ModelRuntime:
         self._table[first : first + len(vectors)] = vectors
         self.index.add(vectors)
         self.size += len(vectors)
+        self.fields.append(item_ids, attributes or [{}] * len(item_ids))
         for offset, (item, text) in enumerate(zip(item_ids, texts, strict=True)):
             old = self.row_of.get(item)
             if old is not None:

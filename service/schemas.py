@@ -9,13 +9,27 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    model_validator,
+)
 from pydantic.config import JsonDict
 
+from core.attributes import FIELD_NAME
+
 __all__ = [
+    "Condition",
     "ErrorBody",
     "EventsRequest",
     "EventsResponse",
+    "Filter",
     "HiddenResponse",
     "HideRequest",
     "ItemsRequest",
@@ -87,12 +101,67 @@ class _HistorySource(_Body):
         return self
 
 
+Number = StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)]
+
+
+class Condition(_Body):
+    """A condition on one item field; every key given must hold. ``eq``/``in``/``prefix`` for text fields
+    (an item with several values, such as several category paths, passes if one of them does), ``gte``/``gt``/
+    ``lte``/``lt`` (and ``eq``) for numbers. An item without a value for the field never passes."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"prefix": "Beauty > Makeup"}, {"gte": 5, "lt": 20}]}
+    )
+
+    eq: Text | Number | StrictBool | None = Field(default=None, description="equal to this value")
+    in_: list[Text] | None = Field(
+        default=None, alias="in", min_length=1, description="text equal to one of these"
+    )
+    prefix: Text | None = Field(
+        default=None,
+        min_length=1,
+        description="category path starting with these whole levels ('Beauty > Makeup' matches "
+        "'Beauty > Makeup > Nails', not 'Beauty > Makeup Sets')",
+    )
+    gte: Number | None = None
+    gt: Number | None = None
+    lte: Number | None = None
+    lt: Number | None = None
+
+    @model_validator(mode="after")
+    def _some_test(self) -> Condition:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of eq, in, prefix, gte, gt, lte, lt")
+        return self
+
+
+FieldName = Annotated[str, Field(pattern=FIELD_NAME)]
+# a bare value is shorthand for {"eq": value}
+Filter = dict[
+    FieldName, Annotated[StrictBool | Number | Text | Condition, Field(union_mode="left_to_right")]
+]
+_FILTER_DOC = Field(
+    default=None,
+    description="only items whose fields pass every condition (AND): the fields the artifact's manifest lists "
+    "and those POST /items gave; a bare value means eq. An unknown field or a condition of the wrong type for "
+    "the field answers 422 naming it.",
+    examples=[
+        {"categories": {"prefix": "Beauty > Makeup"}, "brand": {"in": ["OPI", "Essie"]}},
+        {"price": {"lte": 20}, "available": True},
+    ],
+)
+
+
 class RecommendRequest(_HistorySource):
     k: int = Field(default=10, ge=1, strict=True, description="at most RECSYS_MAX_K (default 1000)")
     exclude_seen: bool = Field(
         default=True, strict=True, description="leave out the items of the history"
     )
     exclude: list[Id] = Field(default_factory=list, description="item ids never to return")
+    filter: Filter | None = _FILTER_DOC
+
+
+_SHORT = "fewer than k items pass the filter (after exclusions and hidden items): items lists all that do"
 
 
 class ScoredItem(BaseModel):
@@ -114,6 +183,7 @@ class RecommendResponse(BaseModel):
         default=False,
         description="the store did not answer in time: the popularity fallback answered instead",
     )
+    filtered_short: bool = Field(default=False, description=_SHORT)
 
 
 class RecommendBatchRequest(_Body):
@@ -190,6 +260,13 @@ class NewItem(_Body):
         description="catalogue fields; joined like the trainer does ('; ', lists with ', ')",
     )
 
+    attributes: dict[FieldName, StrictBool | Number | Text | list[Text]] | None = Field(
+        default=None,
+        description="filterable fields (category path, brand, price, available...), of the kinds the served "
+        "fields have; a new name adds a field. Entries of fields with a filterable name count too.",
+        examples=[{"categories": "Beauty > Makeup > Nails", "price": 12.5, "available": True}],
+    )
+
     @model_validator(mode="after")
     def _one_text(self) -> NewItem:
         if (self.text is None) == (self.fields is None):
@@ -228,6 +305,7 @@ class HiddenResponse(BaseModel):
 class SimilarRequest(_Body):
     item_id: Id
     k: int = Field(default=10, ge=1, strict=True, description="at most RECSYS_MAX_K (default 1000)")
+    filter: Filter | None = _FILTER_DOC
 
 
 class SimilarResponse(BaseModel):
@@ -235,6 +313,7 @@ class SimilarResponse(BaseModel):
         description="nearest items by inner product of fused embeddings; the item itself and hidden items left out"
     )
     model_version: str
+    filtered_short: bool = Field(default=False, description=_SHORT)
 
 
 class ReloadRequest(_Body):

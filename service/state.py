@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 
@@ -49,10 +48,8 @@ from service.store import Event, HistoryStore
 __all__ = ["NotReadyError", "RequestError", "ServiceState"]
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
-RETIRE_AFTER_SECONDS = (
-    30.0  # a swapped-out runtime keeps its worker this long for requests still in flight
-)
+# a swapped-out runtime keeps its worker this long for requests still in flight
+RETIRE_AFTER_SECONDS = 30.0
 
 
 class ServiceState:
@@ -137,7 +134,7 @@ class ServiceState:
         if len(query.rows) == 0:
             return self.popularity.answer(rt, query, unknown, degraded)
         found, scores = await rt.batcher.submit(query)
-        return model_answer(rt, found, scores, unknown)
+        return model_answer(rt, query, found, scores, unknown)
 
     async def score(self, body: ScoreRequest) -> ScoreResponse:
         rt = self.require_runtime()
@@ -186,7 +183,7 @@ class ServiceState:
         rt = self.require_runtime()
         check_limit("k", body.k, self.settings.max_k)
         self.hidden.expire(rt)
-        return await catalogue.similar(rt, body.item_id, body.k)
+        return await catalogue.similar(rt, body.item_id, body.k, body.filter)
 
     @staticmethod
     async def _score_known(
@@ -212,9 +209,8 @@ class ServiceState:
         return ids
 
     def _degraded(self, route: str, exc: StoreUnavailableError) -> bool:
-        self.metrics.degraded.labels(
-            route, exc.reason
-        ).inc()  # no log line: one per request in an outage
+        # no log line: one per request in an outage
+        self.metrics.degraded.labels(route, exc.reason).inc()
         return True
 
     # ---- /events, /items, /items/hide, /items/restore ----
@@ -261,9 +257,8 @@ class ServiceState:
             raise RequestError(422, "no artifact given and RECSYS_ARTIFACT is not set")
         try:
             return await self.reload(path)
-        except (
-            Exception
-        ) as exc:  # logged and counted by reload (ONNX Runtime's errors are no RuntimeError)
+        except Exception as exc:
+            # logged and counted by reload (ONNX Runtime's errors are no RuntimeError)
             raise RequestError(
                 422, f"reload failed, still serving the previous model: {exc}"
             ) from exc

@@ -7,6 +7,7 @@ so several services or tests share a server) and ``MemoryStore`` (one process, n
     <p>:events                 stream of {user_id, item_id, timestamp}: training data for the next model
     <p>:items                  hash item_id -> text of items added through POST /items
     <p>:items:emb:<encoder>    hash item_id -> float32 text embedding (bytes), per text-encoder version
+    <p>:items:fields           hash item_id -> JSON object of its filterable attributes (items that have some)
     <p>:items:log              stream of {item_id}: other pods replay it to add the same items live
     <p>:hidden                 hash item_id -> unix seconds it is hidden until ("inf": until restored)
     <p>:popular                sorted set item_id -> log of its decayed event count (``service.decay``)
@@ -15,59 +16,24 @@ so several services or tests share a server) and ``MemoryStore`` (one process, n
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from dataclasses import dataclass
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.events import decode_event, encode_event, events_stream
 from service.decay import INCREMENT_SCRIPT, DecayedCounts, PopularityUpdate, log_add
-from service.errors import StoreUnavailableError
+from service.errors import STORE_FAULTS, store_fault, store_faults
 
 __all__ = ["Event", "HistoryStore", "MemoryStore", "RedisStore", "StoredItem", "open_store"]
-
-P = ParamSpec("P")
-R = TypeVar("R")
-# what a store call can raise when Redis is down, slow or refusing: redis-py's errors, and OS-level socket errors
-STORE_FAULTS = (RedisError, OSError)
-
-
-def store_fault(exc: BaseException, op: str) -> StoreUnavailableError:
-    """``StoreUnavailableError`` for a failed store call; ``reason`` is ``timeout`` or ``unavailable``."""
-    reason = "timeout" if isinstance(exc, RedisTimeoutError | TimeoutError) else "unavailable"
-    return StoreUnavailableError(f"store unavailable ({op}): {type(exc).__name__}: {exc}", reason)
-
-
-def _faults(
-    op: str,
-) -> Callable[
-    [Callable[Concatenate[RedisStore, P], Coroutine[Any, Any, R]]],
-    Callable[Concatenate[RedisStore, P], Coroutine[Any, Any, R]],
-]:
-    """Turn the store errors of a ``RedisStore`` method into ``StoreUnavailableError`` (not on the hot path)."""
-
-    def wrap(
-        fn: Callable[Concatenate[RedisStore, P], Coroutine[Any, Any, R]],
-    ) -> Callable[Concatenate[RedisStore, P], Coroutine[Any, Any, R]]:
-        async def call(store: RedisStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
-            try:
-                return await fn(store, *args, **kwargs)
-            except STORE_FAULTS as exc:
-                raise store_fault(exc, op) from exc
-
-        call.__name__, call.__doc__ = fn.__name__, fn.__doc__
-        return call
-
-    return wrap
 
 
 @dataclass(frozen=True)
@@ -79,11 +45,13 @@ class Event:
 
 @dataclass(frozen=True)
 class StoredItem:
-    """An item added after training: its text, and its text embedding when cached for the current encoder."""
+    """An item added after training: its text, its text embedding when cached for the current encoder, and its
+    normalized filterable attributes (``service.filters``)."""
 
     item_id: str
     text: str
     embedding: NDArray[np.float32] | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
 
 
 class HistoryStore(Protocol):
@@ -173,7 +141,7 @@ class RedisStore:
             raise store_fault(exc, "read histories") from exc
         return [[b.decode() for b in seq] for seq in raw]
 
-    @_faults("append events")
+    @store_faults("append events")
     async def append_events(
         self, events: Sequence[Event], keep: int, popularity: PopularityUpdate | None = None
     ) -> None:
@@ -198,7 +166,7 @@ class RedisStore:
             )
         await pipe.execute()
 
-    @_faults("read popularity")
+    @store_faults("read popularity")
     async def read_popular(self, n: int) -> DecayedCounts:
         """The ``n`` items with the largest decayed event counts, and the total, as of one instant."""
         pipe = self.client.pipeline(transaction=True)
@@ -208,32 +176,38 @@ class RedisStore:
         items = [(k.decode(), float(v)) for k, v in top]
         return DecayedCounts(items, None if total is None else float(total))
 
-    @_faults("save items")
+    @store_faults("save items")
     async def save_items(self, items: Sequence[StoredItem], encoder: str) -> None:
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(f"{self.prefix}:items", mapping={i.item_id: i.text for i in items})
         embs = {i.item_id: _to_bytes(i.embedding) for i in items if i.embedding is not None}
         if embs:
             pipe.hset(f"{self.prefix}:items:emb:{encoder}", mapping=embs)
+        pipe.hdel(f"{self.prefix}:items:fields", *[i.item_id for i in items])
+        attrs = {i.item_id: json.dumps(i.attributes) for i in items if i.attributes}
+        if attrs:
+            pipe.hset(f"{self.prefix}:items:fields", mapping=attrs)
         for i in items:
             pipe.xadd(f"{self.prefix}:items:log", {"item_id": i.item_id})
         await pipe.execute()
 
-    @_faults("cache embeddings")
+    @store_faults("cache embeddings")
     async def cache_embeddings(
         self, item_ids: Sequence[str], embeddings: NDArray[np.float32], encoder: str
     ) -> None:
         mapping = {i: _to_bytes(e) for i, e in zip(item_ids, embeddings, strict=True)}
         await self.client.hset(f"{self.prefix}:items:emb:{encoder}", mapping=mapping)
 
-    @_faults("load items")
+    @store_faults("load items")
     async def load_items(self, encoder: str) -> tuple[list[StoredItem], str]:
         last = await self.client.xrevrange(f"{self.prefix}:items:log", count=1)
         cursor = last[0][0].decode() if last else "0-0"
         texts: dict[bytes, bytes] = await self.client.hgetall(f"{self.prefix}:items")
         embs: dict[bytes, bytes] = await self.client.hgetall(f"{self.prefix}:items:emb:{encoder}")
+        attrs: dict[bytes, bytes] = await self.client.hgetall(f"{self.prefix}:items:fields")
         items = [
-            StoredItem(k.decode(), v.decode(), _from_bytes(embs.get(k))) for k, v in texts.items()
+            StoredItem(k.decode(), v.decode(), _from_bytes(embs.get(k)), _attrs(attrs.get(k)))
+            for k, v in texts.items()
         ]
         return items, cursor
 
@@ -249,7 +223,7 @@ class RedisStore:
             yield [Event(*decode_event(f)) for _, f in entries]
             start = "(" + entries[-1][0].decode()  # exclusive: after the last entry read
 
-    @_faults("read new items")
+    @store_faults("read new items")
     async def items_since(self, cursor: str, encoder: str) -> tuple[list[StoredItem], str]:
         entries = await self.client.xread({f"{self.prefix}:items:log": cursor}, count=10_000)
         if not entries:
@@ -259,24 +233,25 @@ class RedisStore:
         ids = list(dict.fromkeys(fields[b"item_id"] for _, fields in records))
         texts = await self.client.hmget(f"{self.prefix}:items", ids)
         embs = await self.client.hmget(f"{self.prefix}:items:emb:{encoder}", ids)
+        attrs = await self.client.hmget(f"{self.prefix}:items:fields", ids)
         items = [
-            StoredItem(i.decode(), t.decode(), _from_bytes(e))
-            for i, t, e in zip(ids, texts, embs, strict=True)
+            StoredItem(i.decode(), t.decode(), _from_bytes(e), _attrs(a))
+            for i, t, e, a in zip(ids, texts, embs, attrs, strict=True)
             if t is not None
         ]
         return items, cursor
 
-    @_faults("hide items")
+    @store_faults("hide items")
     async def hide_items(self, until: dict[str, float]) -> None:
         await self.client.hset(
             f"{self.prefix}:hidden", mapping={k: repr(v) for k, v in until.items()}
         )
 
-    @_faults("restore items")
+    @store_faults("restore items")
     async def restore_items(self, item_ids: Sequence[str]) -> None:
         await self.client.hdel(f"{self.prefix}:hidden", *item_ids)
 
-    @_faults("load hidden items")
+    @store_faults("load hidden items")
     async def load_hidden(self) -> dict[str, float]:
         raw: dict[bytes, bytes] = await self.client.hgetall(f"{self.prefix}:hidden")
         return {k.decode(): float(v) for k, v in raw.items()}
@@ -294,6 +269,7 @@ class MemoryStore:
         self.sequences: dict[str, list[str]] = defaultdict(list)
         self.events: list[Event] = []
         self.texts: dict[str, str] = {}
+        self.attributes: dict[str, dict[str, Any]] = {}
         self.embeddings: dict[tuple[str, str], NDArray[np.float32]] = {}
         self.log: list[str] = []
         self.hidden: dict[str, float] = {}
@@ -332,6 +308,7 @@ class MemoryStore:
     async def save_items(self, items: Sequence[StoredItem], encoder: str) -> None:
         for i in items:
             self.texts[i.item_id] = i.text
+            self.attributes[i.item_id] = dict(i.attributes)
             if i.embedding is not None:
                 self.embeddings[(encoder, i.item_id)] = i.embedding
             self.log.append(i.item_id)
@@ -343,13 +320,17 @@ class MemoryStore:
             self.embeddings[(encoder, i)] = e
 
     async def load_items(self, encoder: str) -> tuple[list[StoredItem], str]:
-        items = [StoredItem(k, t, self.embeddings.get((encoder, k))) for k, t in self.texts.items()]
+        items = [self._item(k, encoder) for k in self.texts]
         return items, str(len(self.log))
 
     async def items_since(self, cursor: str, encoder: str) -> tuple[list[StoredItem], str]:
         ids = list(dict.fromkeys(self.log[int(cursor) :]))
-        items = [StoredItem(i, self.texts[i], self.embeddings.get((encoder, i))) for i in ids]
+        items = [self._item(i, encoder) for i in ids]
         return items, str(len(self.log))
+
+    def _item(self, item_id: str, encoder: str) -> StoredItem:
+        emb = self.embeddings.get((encoder, item_id))
+        return StoredItem(item_id, self.texts[item_id], emb, self.attributes.get(item_id, {}))
 
     async def hide_items(self, until: dict[str, float]) -> None:
         self.hidden.update(until)
@@ -389,6 +370,10 @@ def _client(url: str, timeout: float | None) -> Redis:
 
 def _to_bytes(x: NDArray[np.float32]) -> bytes:
     return np.ascontiguousarray(x, dtype="<f4").tobytes()
+
+
+def _attrs(raw: bytes | None) -> dict[str, Any]:
+    return {} if raw is None else dict(json.loads(raw))
 
 
 def _from_bytes(raw: bytes | None) -> NDArray[np.float32] | None:

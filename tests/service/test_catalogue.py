@@ -249,6 +249,6 @@ def test_openapi_documents_the_catalogue_routes_and_fields(client: TestClient) -
     ]:
         assert statuses <= set(paths[path]["post"]["responses"]), path
     assert "hidden_until" in models["HideRequest"]["properties"]
-    assert set(models["SimilarRequest"]["properties"]) == {"item_id", "k"}
+    assert set(models["SimilarRequest"]["properties"]) == {"item_id", "k", "filter"}
     assert "description" in models["ScoreResult"]["properties"]["hidden"]
     assert "hidden" not in models["ScoreResult"].get("required", [])

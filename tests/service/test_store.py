@@ -76,6 +76,28 @@ def test_items_persist_with_their_embeddings_and_replay_from_a_cursor(
     _run(check, make_store())
 
 
+def test_items_keep_their_attributes_and_a_resave_replaces_them(
+    make_store: Callable[[], HistoryStore],
+) -> None:
+    attrs = {"categories": ["Beauty > Makeup"], "price": 12.5, "available": True}
+
+    async def check(store: HistoryStore) -> None:
+        _, cursor = await store.load_items("enc")
+        await store.save_items(
+            [StoredItem("a", "text a", None, attrs), StoredItem("b", "b")], "enc"
+        )
+        by_id = {i.item_id: i for i in (await store.load_items("enc"))[0]}
+        assert by_id["a"].attributes == attrs
+        assert by_id["b"].attributes == {}
+        since, cursor = await store.items_since(cursor, "enc")
+        assert {i.item_id: i.attributes for i in since} == {"a": attrs, "b": {}}
+        await store.save_items([StoredItem("a", "text a")], "enc")  # sent again without attributes
+        assert (await store.items_since(cursor, "enc"))[0][0].attributes == {}
+        assert {i.item_id: i.attributes for i in (await store.load_items("enc"))[0]}["a"] == {}
+
+    _run(check, make_store())
+
+
 def test_redis_events_go_to_the_stream_under_the_prefix(redis_url: str, key_prefix: str) -> None:
     async def check(store: HistoryStore) -> None:
         await store.append_events([Event("u", "i1", 12.5), Event("u", "i2")], keep=10)

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from training.data.dataset import SequenceDataset
 from training.data.readers.canonical import read_canonical
 from training.data.readers.dreamrec import DREAMREC_PARTS, read_dreamrec_df, write_dreamrec_df
+from training.data.readers.fields import item_fields
 from training.data.readers.p5 import read_p5
 from training.data.readers.recbole import RECBOLE_TYPES, read_recbole
 from training.data.readers.tables import DEFAULT_TEXT_FIELDS, Catalogue, Where
@@ -46,6 +47,7 @@ __all__ = [
     "DataSource",
     "Where",
     "load_dataset",
+    "load_item_fields",
     "read_canonical",
     "read_dreamrec_df",
     "read_p5",
@@ -100,3 +102,9 @@ def load_dataset(source: DataSource) -> SequenceDataset:
     if source.format == "p5":
         return read_p5(source.path, source.items_path, source.text_fields, source.name)
     return read_dreamrec_df(source.path, source.name)
+
+
+def load_item_fields(source: DataSource, names: list[str] | None) -> dict[str, dict[str, Any]]:
+    """The catalogue fields ``names`` of ``source`` (None: all but free text), each as item id -> raw value
+    (``training.data.readers.fields``)."""
+    return item_fields(source.format, source.path, source.items_path, names)

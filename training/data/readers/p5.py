@@ -61,7 +61,17 @@ def _p5_sequences(
     return user_ids, lengths, items - 1
 
 
-def _p5_datamaps(path: Path) -> tuple[dict[str, str], list[str]]:
+def p5_item_source(path: Path, items_path: Path | None) -> Path | None:
+    """The item file of a P5 folder: ``items_path`` if given, else the richest one present (``read_p5``)."""
+    candidates = [
+        path / "items.jsonl",
+        *sorted(path.glob("*.item.json")),
+        path / "item_text_idgenrec.txt",
+    ]
+    return items_path or next((c for c in candidates if c.is_file()), None)
+
+
+def p5_datamaps(path: Path) -> tuple[dict[str, str], list[str]]:
     """(id2user, item_ids) where ``item_ids[k]`` is the external id of P5 item k+1."""
     try:
         maps = json.loads(path.read_text(encoding="utf-8"))
@@ -91,6 +101,14 @@ def _phrase_catalogue(path: Path, text_fields: list[str] | None) -> Catalogue:
 
 def _yelp_catalogue(path: Path, text_fields: list[str] | None, item_ids: list[str]) -> Catalogue:
     """``{"k": {"title": ..., "description": ...}}`` where key k is P5 item k+1."""
+    frame = yelp_frame(path, item_ids)
+    fields = _choose_fields([str(c) for c in frame.columns if c != "item_id"], text_fields, path)
+    texts = _compose_texts([frame[field].tolist() for field in fields], len(frame))
+    return frame["item_id"].tolist(), texts
+
+
+def yelp_frame(path: Path, item_ids: list[str]) -> pd.DataFrame:
+    """A Yelp-style item JSON (key k is P5 item k+1) as a table with an ``item_id`` column first."""
     try:
         frame = pd.DataFrame.from_dict(json.loads(path.read_text(encoding="utf-8")), orient="index")
     except (OSError, ValueError) as error:
@@ -98,9 +116,8 @@ def _yelp_catalogue(path: Path, text_fields: list[str] | None, item_ids: list[st
     keys = pd.to_numeric(frame.index.to_series(), errors="coerce")
     if frame.empty or keys.isna().any() or keys.min() < 0 or keys.max() >= len(item_ids):
         raise ValueError(f"{path}: keys must be integers 0..{len(item_ids) - 1} (P5 item id - 1)")
-    fields = _choose_fields([str(c) for c in frame.columns], text_fields, path)
-    texts = _compose_texts([frame[field].tolist() for field in fields], len(frame))
-    return [item_ids[int(k)] for k in keys], texts
+    frame.insert(0, "item_id", [item_ids[int(k)] for k in keys])
+    return frame.reset_index(drop=True)
 
 
 def read_p5(
@@ -122,14 +139,9 @@ def read_p5(
     sequence_path = next((path / f for f in names if (path / f).is_file()), None)
     if sequence_path is None:
         raise ValueError(f"{path}: no {' or '.join(names)}")
-    id2user, item_ids = _p5_datamaps(path / "datamaps.json")
+    id2user, item_ids = p5_datamaps(path / "datamaps.json")
     user_ids, lengths, item_idx = _p5_sequences(sequence_path, id2user, len(item_ids))
-    candidates = [
-        path / "items.jsonl",
-        *sorted(path.glob("*.item.json")),
-        path / "item_text_idgenrec.txt",
-    ]
-    text_path = items_path or next((c for c in candidates if c.is_file()), None)
+    text_path = p5_item_source(path, items_path)
     texts = [""] * len(item_ids)
     if text_path is not None:
         suffix = text_path.suffix.lower()

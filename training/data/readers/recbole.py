@@ -65,6 +65,19 @@ def _recbole_catalogue(path: Path, text_fields: list[str] | None) -> Catalogue:
     return ids, _compose_texts([column.tolist() for column in columns], len(ids))
 
 
+def recbole_inter_path(path: Path) -> Path:
+    """The ``.inter`` file: ``path`` itself, ``<path>/<folder name>.inter``, or the folder's only one."""
+    inter_path = path if path.is_file() else path / f"{path.name}.inter"
+    if not inter_path.is_file():
+        found = sorted(path.glob("*.inter")) if path.is_dir() else []
+        if len(found) != 1:
+            raise ValueError(
+                f"{path}: expected one <name>.inter file, found {[f.name for f in found]}"
+            )
+        inter_path = found[0]
+    return inter_path
+
+
 def read_recbole(
     path: Path,
     text_fields: list[str] | None = None,
@@ -81,14 +94,7 @@ def read_recbole(
         min_rating: keep interactions with ``rating >= min_rating``.
         name: dataset name; default: the ``.inter`` file's stem.
     """
-    inter_path = path if path.is_file() else path / f"{path.name}.inter"
-    if not inter_path.is_file():
-        found = sorted(path.glob("*.inter")) if path.is_dir() else []
-        if len(found) != 1:
-            raise ValueError(
-                f"{path}: expected one <name>.inter file, found {[f.name for f in found]}"
-            )
-        inter_path = found[0]
+    inter_path = recbole_inter_path(path)
     frame, types, where = _read_atomic(inter_path)
     _require_columns(frame, inter_path, ["user_id", "item_id"])
     rating_label = f"rating:{types.get('rating')}"
