@@ -10,8 +10,10 @@ On the same pinned core (core 0; the load generator on core 1), one after the ot
 - the load generator's own ceiling: requests per CPU second of ``loadgen.py`` during each row (``cpu_rps``); a row
   whose generator was busy for most of its wall time measured the generator, not the server.
 
-Each HTTP row is reported as a ratio to the bare floor at the same concurrency, the service rows also to the compute
-floor, and ``redis`` to ``inline``. Every run is appended to ``--out`` with the machine's description.
+The rows (and the compute floor) are measured in turn, ``--rounds`` times. Each HTTP row is reported as a ratio to
+the bare floor at the same concurrency, the service rows also to the compute floor, and ``redis`` to ``inline``;
+a ratio is the median over the rounds of the ratio within one round, so a shared machine whose pace drifts during
+the run still gives comparable figures. Every run is appended to ``--out`` with the machine's description.
 
     .venv/bin/python benchmarks/serve_floors.py --artifact runs/quickstart/artifacts    # ~2 min
 """
@@ -53,8 +55,7 @@ def main() -> int:
         targets.update(_service_targets(args, stack, histories, REPO, 1, ""))
         if args.baseline is not None:  # another version of the service, side by side
             targets.update(_service_targets(args, stack, histories, args.baseline, 2, "@baseline"))
-        rows = measure(args, targets)
-    compute = _compute_rows(args)
+        rows, compute = measure(args, targets)
     record = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(args.machine_note),
@@ -156,16 +157,19 @@ def _running(server: subprocess.Popen[bytes]) -> Iterator[None]:
 
 def measure(
     args: argparse.Namespace, targets: dict[str, Target]
-) -> dict[str, dict[int, dict[str, Any]]]:
-    """Every row at every concurrency, interleaved, ``--rounds`` times; per row and level the round with the
-    median req/s, with every round's req/s in ``rps_rounds``."""
+) -> tuple[dict[str, dict[int, dict[str, Any]]], dict[int, dict[str, Any]]]:
+    """Every row at every concurrency, then the compute floor, interleaved, ``--rounds`` times: the rows and the
+    compute floor, per level the round with the median req/s and every round's req/s (``rps_rounds``)."""
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {name: {} for name in targets}
+    runs["compute"] = {}
     for _ in range(args.rounds):
         for c in args.concurrency:
             for name, (port, bodies) in targets.items():
                 level = {"mode": "closed", "concurrency": c}
                 result = drive_level(port, args.duration, "/recommend", level, bodies)
                 runs[name].setdefault(c, []).append(result)
+        for b, result in _compute_rows(args).items():
+            runs["compute"].setdefault(b, []).append(result)
     rows: dict[str, dict[int, dict[str, Any]]] = {}
     for name, levels in runs.items():
         rows[name] = {}
@@ -173,7 +177,7 @@ def measure(
             ranked = sorted(results, key=lambda r: r["rps"])
             rps_rounds = [r["rps"] for r in results]
             rows[name][c] = {**ranked[len(ranked) // 2], "rps_rounds": rps_rounds}
-    return rows
+    return rows, rows.pop("compute")
 
 
 def _store(port: int, histories: dict[str, list[str]]) -> None:
@@ -235,25 +239,36 @@ def compute_floor(
 def ratios(
     rows: dict[str, dict[int, dict[str, Any]]], compute: dict[int, dict[str, Any]]
 ) -> dict[str, Any]:
-    """Per concurrency: each row's req/s over the bare floor's, the service rows' over the compute floor's (batch
-    1 at c=1, the largest batch otherwise), ``redis`` over ``inline``, and each row's generator CPU share."""
+    """Per concurrency, each a median over the rounds of the ratio within the round (rows of one round are
+    measured seconds apart, so a machine whose pace drifts between rounds still gives comparable ratios): each
+    row's req/s over the bare floor's, the service rows' over the compute floor's (batch 1 at c=1, the largest
+    batch otherwise), ``redis`` over ``inline``; and each row's generator CPU share (``loadgen_busy``)."""
     out: dict[str, Any] = {}
     for c, bare in rows["bare"].items():
-        floor = compute[1 if c == 1 else max(compute)]["rps"]
+        floor = compute[1 if c == 1 else max(compute)]
         level: dict[str, float] = {}
         for name in rows:
             row = rows[name][c]
-            level[f"{name}_over_bare"] = round(row["rps"] / bare["rps"], 3)
+            level[f"{name}_over_bare"] = _paired(row, bare)
             level[f"{name}_loadgen_busy"] = round(row["cpu_s"] / row["seconds"], 3)
             if name != "bare":
-                level[f"{name}_over_compute"] = round(row["rps"] / floor, 3)
+                level[f"{name}_over_compute"] = _paired(row, floor)
         for suffix in ("", "@baseline"):
             if f"redis{suffix}" in rows:
-                redis, inline = rows[f"redis{suffix}"][c]["rps"], rows[f"inline{suffix}"][c]["rps"]
-                level[f"redis_over_inline{suffix}"] = round(redis / inline, 3)
+                level[f"redis_over_inline{suffix}"] = _paired(
+                    rows[f"redis{suffix}"][c], rows[f"inline{suffix}"][c]
+                )
         level["loadgen_ceiling_rps"] = bare["cpu_rps"]
         out[f"c={c}"] = level
     return out
+
+
+def _paired(row: dict[str, Any], floor: dict[str, Any]) -> float:
+    """The median over rounds of ``row``'s req/s over ``floor``'s in the same round."""
+    shares = sorted(a / b for a, b in zip(row["rps_rounds"], floor["rps_rounds"], strict=True))
+    mid = len(shares) // 2
+    median = shares[mid] if len(shares) % 2 else (shares[mid - 1] + shares[mid]) / 2
+    return round(median, 3)
 
 
 def machine(note: str) -> str:
