@@ -114,13 +114,15 @@ def _histories(args: argparse.Namespace) -> dict[str, list[str]]:
     return {f"floor-user-{u}": rng.sample(items, args.history_len) for u in range(args.users)}
 
 
-Target = tuple[int, list[dict[str, Any]]]  # a server's port, the bodies of a row
+Target = tuple[
+    int, list[dict[str, Any]], int
+]  # a server's port, the bodies of a row, the server's pid
 
 
 def _bare_target(args: argparse.Namespace, stack: ExitStack) -> Target:
     cmd = [sys.executable, str(REPO / "benchmarks/bare_asgi.py"), "--port", str(args.port)]
-    stack.enter_context(_running(start_pinned(cmd, args.port, {})))
-    return args.port, [{"history": ["1", "2"], "k": 10}]
+    server = stack.enter_context(_running(start_pinned(cmd, args.port, {})))
+    return args.port, [{"history": ["1", "2"], "k": 10}], server.pid
 
 
 def _service_targets(
@@ -138,18 +140,22 @@ def _service_targets(
     cmd += ["--port", str(port), "--redis-url", args.redis_url, "--key-prefix", prefix]
     env = {"RECSYS_COLD_SYNC_SECONDS": "0", "PYTHONPATH": str(code)}
     stack.callback(drop_prefix, args.redis_url, prefix)
-    stack.enter_context(_running(start_pinned([*cmd, "--log-level", "warning"], port, env, code)))
+    server = start_pinned([*cmd, "--log-level", "warning"], port, env, code)
+    stack.enter_context(_running(server))
     inline = [{"history": h, "k": 10} for h in histories.values()]
     by_user = [{"user_id": u, "k": 10} for u in histories]
     _store(port, histories)
     _warm(port, inline[:100] + by_user[:100])
-    return {f"inline{suffix}": (port, inline), f"redis{suffix}": (port, by_user)}
+    return {
+        f"inline{suffix}": (port, inline, server.pid),
+        f"redis{suffix}": (port, by_user, server.pid),
+    }
 
 
 @contextmanager
-def _running(server: subprocess.Popen[bytes]) -> Iterator[None]:
+def _running(server: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
     try:
-        yield
+        yield server
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -159,14 +165,18 @@ def measure(
     args: argparse.Namespace, targets: dict[str, Target]
 ) -> tuple[dict[str, dict[int, dict[str, Any]]], dict[int, dict[str, Any]]]:
     """Every row at every concurrency, then the compute floor, interleaved, ``--rounds`` times: the rows and the
-    compute floor, per level the round with the median req/s and every round's req/s (``rps_rounds``)."""
+    compute floor, per level the round with the median req/s and every round's req/s (``rps_rounds``); for the
+    HTTP rows also the server's CPU microseconds per request in each round (``cpu_us_rounds``)."""
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {name: {} for name in targets}
     runs["compute"] = {}
     for _ in range(args.rounds):
         for c in args.concurrency:
-            for name, (port, bodies) in targets.items():
+            for name, (port, bodies, pid) in targets.items():
                 level = {"mode": "closed", "concurrency": c}
+                cpu = _process_cpu(pid)
                 result = drive_level(port, args.duration, "/recommend", level, bodies)
+                cpu = _process_cpu(pid) - cpu
+                result["server_cpu_us_per_request"] = round(cpu / result["requests"] * 1e6, 1)
                 runs[name].setdefault(c, []).append(result)
         for b, result in _compute_rows(args).items():
             runs["compute"].setdefault(b, []).append(result)
@@ -175,9 +185,19 @@ def measure(
         rows[name] = {}
         for c, results in levels.items():
             ranked = sorted(results, key=lambda r: r["rps"])
-            rps_rounds = [r["rps"] for r in results]
-            rows[name][c] = {**ranked[len(ranked) // 2], "rps_rounds": rps_rounds}
+            rows[name][c] = {**ranked[len(ranked) // 2], "rps_rounds": [r["rps"] for r in results]}
+            if name != "compute":
+                rows[name][c]["cpu_us_rounds"] = [r["server_cpu_us_per_request"] for r in results]
     return rows, rows.pop("compute")
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of process ``pid`` so far, from ``/proc/<pid>/stat``.
+
+    A server's CPU per request depends far less on what else runs on its core than its requests per second do.
+    """
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _store(port: int, histories: dict[str, list[str]]) -> None:
@@ -251,21 +271,26 @@ def ratios(
             row = rows[name][c]
             level[f"{name}_over_bare"] = _paired(row, bare)
             level[f"{name}_loadgen_busy"] = round(row["cpu_s"] / row["seconds"], 3)
+            if "server_cpu_us_per_request" in row:
+                level[f"{name}_server_cpu_us_per_request"] = row["server_cpu_us_per_request"]
             if name != "bare":
                 level[f"{name}_over_compute"] = _paired(row, floor)
         for suffix in ("", "@baseline"):
             if f"redis{suffix}" in rows:
-                level[f"redis_over_inline{suffix}"] = _paired(
-                    rows[f"redis{suffix}"][c], rows[f"inline{suffix}"][c]
-                )
+                redis, inline = rows[f"redis{suffix}"][c], rows[f"inline{suffix}"][c]
+                level[f"redis_over_inline{suffix}"] = _paired(redis, inline)
+                if "cpu_us_rounds" in redis:
+                    level[f"redis_cpu_over_inline{suffix}"] = _paired(
+                        redis, inline, "cpu_us_rounds"
+                    )
         level["loadgen_ceiling_rps"] = bare["cpu_rps"]
         out[f"c={c}"] = level
     return out
 
 
-def _paired(row: dict[str, Any], floor: dict[str, Any]) -> float:
-    """The median over rounds of ``row``'s req/s over ``floor``'s in the same round."""
-    shares = sorted(a / b for a, b in zip(row["rps_rounds"], floor["rps_rounds"], strict=True))
+def _paired(row: dict[str, Any], floor: dict[str, Any], key: str = "rps_rounds") -> float:
+    """The median over rounds of ``row``'s req/s (or ``key``) over ``floor``'s in the same round."""
+    shares = sorted(a / b for a, b in zip(row[key], floor[key], strict=True))
     mid = len(shares) // 2
     median = shares[mid] if len(shares) % 2 else (shares[mid - 1] + shares[mid]) / 2
     return round(median, 3)
@@ -298,16 +323,17 @@ def _artifact_summary(artifact: Path) -> dict[str, Any]:
 
 def print_table(record: dict[str, Any]) -> None:
     print(
-        f"\n{record['machine']}\n{'row':<10}{'load':>6}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'gen busy':>10}"
+        f"\n{record['machine']}\n{'row':<18}{'load':>6}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'gen busy':>10}"
+        f"{'server us/req':>15}"
     )
     for name, levels in record["rows"].items():
         for r in levels:
             busy = r["cpu_s"] / r["seconds"]
             print(
-                f"{name:<10}{'c=' + str(r['concurrency']):>6}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}",
+                f"{name:<18}{'c=' + str(r['concurrency']):>6}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}",
                 end="",
             )
-            print(f"{r['p99_ms']:>9.2f}{busy:>10.2f}")
+            print(f"{r['p99_ms']:>9.2f}{busy:>10.2f}{r.get('server_cpu_us_per_request', 0):>15.0f}")
     for b, r in record["compute"].items():
         print(f"compute   b={b:<4}{r['rps']:>9.0f}   ({r['ms_per_batch']} ms per batch)")
     print(json.dumps(record["ratios"], indent=1))

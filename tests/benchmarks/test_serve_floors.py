@@ -24,6 +24,7 @@ def _row(c: int, rps: float, cpu_s: float = 1.0, drift: float = 1.0) -> dict[str
         "concurrency": c,
         "rps": rps,
         "rps_rounds": [rps, rps, rps * drift],
+        "cpu_us_rounds": [1e6 / rps] * 3,
         "seconds": 4.0,
         "cpu_s": cpu_s,
         "cpu_rps": rps * 4 / cpu_s,
@@ -40,6 +41,7 @@ def test_each_row_is_a_share_of_its_floors_round_by_round() -> None:
     got = ratios(rows, compute)
     assert got["c=1"]["inline_over_bare"] == 0.5
     assert got["c=1"]["redis_over_inline"] == 0.8
+    assert got["c=1"]["redis_cpu_over_inline"] == 1.25  # CPU per request, paired the same way
     assert got["c=1"]["redis_over_compute"] == 0.2  # c=1 against a batch of one
     assert got["c=32"]["inline_over_compute"] == 0.25  # c=32 against the largest batch
     assert got["c=1"]["bare_loadgen_busy"] == 0.5
