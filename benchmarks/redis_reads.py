@@ -1,5 +1,6 @@
 """What one history read costs the service's Redis client (redis-py asyncio with hiredis, on uvloop), by access
-pattern: sequential from the pool, from a single-connection client, on a bare connection, 32 in flight at once,
+pattern: sequential from the pool, from the service's request-path reader (the same pool with its timeouts), from a
+single-connection client, on a bare connection, 32 in flight at once,
 and pipelined by 32. Each pattern reads 10-item lists as ``LRANGE key -50 -1``; wall and client-CPU microseconds per
 read, the median of ``--reps`` interleaved repetitions. Run it pinned where the service runs:
 
@@ -18,6 +19,8 @@ from collections.abc import Awaitable, Callable
 
 import uvloop
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 Pattern = Callable[[list[str]], Awaitable[object]]
 
@@ -25,6 +28,14 @@ Pattern = Callable[[list[str]], Awaitable[object]]
 async def main(url: str, reads: int, reps: int) -> dict[str, dict[str, float]]:
     pool = Redis.from_url(url, decode_responses=False)
     single = Redis.from_url(url, decode_responses=False, single_connection_client=True)
+    # the service's request-path reader: 50 ms socket timeouts, no retry (service.store._client)
+    reader = Redis.from_url(
+        url,
+        decode_responses=False,
+        socket_timeout=0.05,
+        socket_connect_timeout=0.05,
+        retry=Retry(NoBackoff(), 0),
+    )
     conn = pool.connection_pool.make_connection()
     await conn.connect()
     prefix = f"redis-reads-{uuid.uuid4().hex[:8]}"
@@ -44,6 +55,10 @@ async def main(url: str, reads: int, reps: int) -> dict[str, dict[str, float]]:
 
     patterns: dict[str, tuple[int, Pattern]] = {
         "sequential, pool": (1, lambda b: pool.lrange(b[0], -50, -1)),
+        "sequential, service's reader (50 ms timeouts)": (
+            1,
+            lambda b: reader.lrange(b[0], -50, -1),
+        ),
         "sequential, single connection": (1, lambda b: single.lrange(b[0], -50, -1)),
         "sequential, bare connection": (1, lambda b: bare(b[0])),
         "32 in flight, pool": (32, lambda b: asyncio.gather(*(pool.lrange(k, -50, -1) for k in b))),
@@ -60,6 +75,7 @@ async def main(url: str, reads: int, reps: int) -> dict[str, dict[str, float]]:
     await pool.delete(*keys)
     await conn.disconnect()
     await single.aclose()
+    await reader.aclose()
     await pool.aclose()
     return {
         name: {
