@@ -6,7 +6,9 @@ Two modes, both reporting every request's latency:
   that falls behind is charged for the queueing it causes (no coordinated omission).
 
 Run as ``python benchmarks/loadgen.py SPEC.json`` (what ``serve_load.py`` does, pinned to its own core); prints one
-JSON object: requests, errors, seconds, rps, and p50/p95/p99/max in milliseconds.
+JSON object: requests, errors, seconds, rps, p50/p95/p99/max in milliseconds, and the generator's own CPU seconds
+(``cpu_s``) and its ceiling (``cpu_rps``: requests per CPU second of the generator; a row whose ``cpu_s`` is close
+to ``seconds`` measured the generator, not the server). The event loop is uvloop's where it is installed.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 def _request(host: str, path: str, body: bytes) -> bytes:
@@ -94,7 +99,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     bodies = [json.dumps(b).encode() for b in spec["bodies"]]
     requests = itertools.cycle([_request(spec["host"], spec["path"], b) for b in bodies])
     mode = _closed if spec["mode"] == "closed" else _open
-    latencies, errors, seconds = asyncio.run(mode(spec, requests))
+    cpu0 = _cpu_seconds()
+    latencies, errors, seconds = _run_loop(mode(spec, requests))
+    cpu = _cpu_seconds() - cpu0
     ms = np.asarray(latencies) * 1e3
     return {
         "requests": len(ms),
@@ -103,7 +110,23 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "rps": round(len(ms) / seconds, 1),
         **{f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 95, 99)},
         "max_ms": round(float(ms.max()), 3),
+        "cpu_s": round(cpu, 3),
+        "cpu_rps": round(len(ms) / max(cpu, 1e-9), 1),
     }
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run``, on uvloop where it is installed (the loop the service runs on too)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=30)
-        _drop_prefix(args.redis_url, prefix)
+        drop_prefix(args.redis_url, prefix)
         shutil.rmtree(root, ignore_errors=True)
     payload = {
         "dataset": config.name,
@@ -183,16 +183,23 @@ def _train(args: argparse.Namespace) -> Path:
 
 
 def _start_server(artifact: Path, args: argparse.Namespace, prefix: str) -> subprocess.Popen[bytes]:
-    cmd = ["taskset", "-c", "0", sys.executable, "-m", "service.cli", "--artifact", str(artifact)]
+    cmd = [sys.executable, "-m", "service.cli", "--artifact", str(artifact)]
     cmd += ["--redis-url", args.redis_url, "--key-prefix", prefix, "--port", str(args.port)]
     cmd += ["--log-level", "warning"]
-    env = {**os.environ, "RECSYS_MAX_ITEMS_PER_REQUEST": "512", "RECSYS_COLD_SYNC_SECONDS": "0"}
+    env = {"RECSYS_MAX_ITEMS_PER_REQUEST": "512", "RECSYS_COLD_SYNC_SECONDS": "0"}
     env["RECSYS_FREEZE_HEAP"] = "false" if args.no_freeze_heap else "true"
-    server = subprocess.Popen(cmd, cwd=REPO, env=env)
+    return start_pinned(cmd, args.port, env)
+
+
+def start_pinned(
+    cmd: list[str], port: int, env: dict[str, str], cwd: Path = REPO
+) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` (an HTTP server on ``port``) pinned to core 0; return once ``/readyz`` answers 200."""
+    server = subprocess.Popen(["taskset", "-c", "0", *cmd], cwd=cwd, env={**os.environ, **env})
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{args.port}/readyz").status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
                 return server
         except httpx.TransportError:
             pass
@@ -307,18 +314,22 @@ def _drive(
         {"mode": "open", "rate": r, "connections": 64}
         for r in (args.rates if rates is None else rates)
     ]
-    out = []
-    for level in levels:
-        spec = {"host": "127.0.0.1", "port": args.port, "path": path, "duration": args.duration}
-        spec.update(level, bodies=bodies)
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-            json.dump(spec, f)
-        cmd = ["taskset", "-c", "1", sys.executable, str(REPO / "benchmarks/loadgen.py"), f.name]
-        result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-        Path(f.name).unlink()
-        out.append({**level, **result})
-        print(path, level, result, flush=True)
-    return out
+    return [drive_level(args.port, args.duration, path, level, bodies) for level in levels]
+
+
+def drive_level(
+    port: int, duration: float, path: str, level: dict[str, Any], bodies: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """One load level from ``benchmarks/loadgen.py`` pinned to core 1: the level and the generator's result."""
+    spec = {"host": "127.0.0.1", "port": port, "path": path, "duration": duration}
+    spec.update(level, bodies=bodies)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(spec, f)
+    cmd = ["taskset", "-c", "1", sys.executable, str(REPO / "benchmarks/loadgen.py"), f.name]
+    result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    Path(f.name).unlink()
+    print(path, level, result, flush=True)
+    return {**level, **result}
 
 
 def _drive_filtered(
@@ -412,7 +423,7 @@ def _stage_breakdown(before: str, after: str) -> dict[str, dict[str, float]]:
     return table
 
 
-def _drop_prefix(url: str, prefix: str) -> None:
+def drop_prefix(url: str, prefix: str) -> None:
     client = redis.Redis.from_url(url)
     keys = list(client.scan_iter(f"{prefix}:*", count=10_000))
     for start in range(0, len(keys), 10_000):

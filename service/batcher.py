@@ -1,8 +1,9 @@
-"""Micro-batching: concurrent /recommend requests share one encoder call and one index search.
+"""Micro-batching: concurrent /recommend requests share one store read (their users' histories, pipelined), one
+encoder call and one index search (the job, ``service.recommend.answer_requests``, is run by ``ServiceState``).
 
-No timer: while a batch runs on the worker thread, new requests queue; when it finishes, everything queued (up to
-``max_batch``) goes next. At low load a request runs alone with no added wait; under load, per-request ONNX and
-FAISS dispatch costs are shared by the batch.
+No timer: while a batch is answered, new requests queue; when it is done, everything queued (up to
+``max_batch``) goes next. At low load a request runs alone with no added wait; under load, per-request Redis, ONNX
+and FAISS dispatch costs are shared by the batch.
 """
 
 from __future__ import annotations

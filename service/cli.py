@@ -13,7 +13,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-__all__ = ["add_serve_arguments", "serve"]
+__all__ = ["UVICORN_OPTIONS", "add_serve_arguments", "serve"]
+
+# how the service runs under uvicorn (the serving benchmark's bare-HTTP floor app runs with the same options)
+UVICORN_OPTIONS: dict[str, Any] = {"access_log": False}
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +53,7 @@ def serve(args: argparse.Namespace) -> int:
     # uvicorn answers SIGTERM with a graceful shutdown (in-flight requests finish), then re-raises it to the handler
     # it found: this one ends the process with status 0 instead of death by signal
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, **UVICORN_OPTIONS)
     return 0
 
 

@@ -1,9 +1,12 @@
-"""From a /recommend request and its history to the answer, for one request and for ``POST /recommend/batch``.
+"""From /recommend requests and their histories to the answers: a micro-batch of ``POST /recommend`` calls and a
+``POST /recommend/batch`` call go the same way (``answer_requests``).
 
-``check_request`` and ``plan`` are shared by ``ServiceState.recommend`` and ``recommend_batch``, so a request in a
-batch is limited, looked up and excluded exactly as it is alone. A batch reads the stored histories of its users in
-one pipelined store call and hands every request with a known history to the runtime as one encode and one search
-(not one micro-batcher submission each); the others get the popularity fallback.
+The requests' stored histories are read in one pipelined store call (one round trip for all the users), every
+request with a known history goes to the runtime in one encode and one search, and the others get the popularity
+fallback. ``check_request`` and ``plan`` are shared, so a request in a batch is limited, looked up and excluded
+exactly as it is alone. In a micro-batch of ``/recommend`` calls (``ServiceState.recommend``) a request's own
+error (a filter naming an unknown field) is its answer alone; a store fault degrades every request of the batch
+that reads a stored history, each answered from the popularity fallback marked ``degraded``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Protocol
 
 from core.arrays import Float32Array, IntArray
 from service.catalogue import HiddenItems
-from service.errors import StoreUnavailableError, check_limit
+from service.errors import RequestError, StoreUnavailableError, check_limit
 from service.metrics import ServiceMetrics
 from service.popularity import Popularity
 from service.runtime import ModelRuntime, Query
@@ -28,7 +31,7 @@ from service.schemas import (
 from service.settings import Settings
 from service.store import HistoryStore
 
-__all__ = ["check_request", "model_answer", "plan", "recommend_batch"]
+__all__ = ["answer_requests", "check_request", "model_answer", "plan", "recommend_batch"]
 
 BATCH_ROUTE = "/recommend/batch"
 
@@ -91,25 +94,42 @@ async def recommend_batch(state: BatchHost, body: RecommendBatchRequest) -> Reco
     for i, request in enumerate(body.requests):
         check_request(state.settings, request, f"requests[{i}].")
     state.hidden.expire(rt)
-    histories, degraded = await _histories(state, body.requests, rt.max_len)
-    plans = [
-        plan(rt, request, ids, state.metrics)
-        for request, ids in zip(body.requests, histories, strict=True)
-    ]
-    queries = [query for query, _ in plans if len(query.rows)]
-    found = iter(await rt.run(rt.recommend, queries) if queries else [])
     results = []
-    for request, (query, unknown) in zip(body.requests, plans, strict=True):
-        if len(query.rows):
-            results.append(model_answer(rt, query, *next(found), unknown))
-        else:
-            stored = degraded and request.history is None
-            results.append(state.popularity.answer(rt, query, unknown, stored))
+    for answer in await answer_requests(state, rt, body.requests, BATCH_ROUTE):
+        if isinstance(answer, RequestError):
+            raise answer
+        results.append(answer)
     return RecommendBatchResponse(results=results)
 
 
+async def answer_requests(
+    state: BatchHost, rt: ModelRuntime, requests: Sequence[RecommendRequest], route: str
+) -> list[RecommendResponse | RequestError]:
+    """The answer of each (already checked) request, or the ``RequestError`` it alone gets; ``route`` labels the
+    degraded-answer metric when the store fails."""
+    histories, degraded = await _histories(state, requests, rt.max_len, route)
+    plans: list[tuple[Query, list[str]] | RequestError] = []
+    for request, ids in zip(requests, histories, strict=True):
+        try:
+            plans.append(plan(rt, request, ids, state.metrics))
+        except RequestError as exc:
+            plans.append(exc)
+    queries = [p[0] for p in plans if not isinstance(p, RequestError) and len(p[0].rows)]
+    found = iter(await rt.run(rt.recommend, queries) if queries else [])
+    results: list[RecommendResponse | RequestError] = []
+    for request, planned in zip(requests, plans, strict=True):
+        if isinstance(planned, RequestError):
+            results.append(planned)
+        elif len(planned[0].rows):
+            results.append(model_answer(rt, planned[0], *next(found), planned[1]))
+        else:
+            stored = degraded and request.history is None
+            results.append(state.popularity.answer(rt, *planned, stored))
+    return results
+
+
 async def _histories(
-    state: BatchHost, requests: Sequence[RecommendRequest], n: int
+    state: BatchHost, requests: Sequence[RecommendRequest], n: int, route: str
 ) -> tuple[list[Sequence[str]], bool]:
     """Each request's history: its inline one, else its user's stored one, read for all users in one round trip.
 
@@ -125,7 +145,7 @@ async def _histories(
             stored = await state.store.read_histories(users, n)
             state.metrics.stage_seconds.labels("history").observe(time.perf_counter() - t0)
         except StoreUnavailableError as exc:  # answered as users with no history, and said so
-            state.metrics.degraded.labels(BATCH_ROUTE, exc.reason).inc()
+            state.metrics.degraded.labels(route, exc.reason).inc(len(users))  # one per answer
             degraded = True
     read = iter(stored)
     return [r.history if r.history is not None else next(read) for r in requests], degraded

@@ -27,7 +27,6 @@ from core.artifact import Manifest, open_artifact
 from core.attributes import read_columns
 from core.histories import embed_histories
 from service import filtered
-from service.batcher import Batcher
 from service.errors import TrainedItemError
 from service.filters import ItemFields, Tests
 from service.metrics import ServiceMetrics
@@ -59,7 +58,6 @@ class ModelRuntime:
         manifest: Manifest,
         threads: int,
         metrics: ServiceMetrics,
-        max_batch: int = 64,
     ) -> None:
         self.directory, self.manifest, self.metrics = directory, manifest, metrics
         self.version = manifest.version
@@ -103,9 +101,6 @@ class ModelRuntime:
             self.encoder_key = manifest.files[f"{te.directory}/{te.onnx_file}"][:16]
         self._open_encoder_and_index(threads)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{self.version}")
-        self.batcher: Batcher[Query, tuple[IntArray, Float32Array]] = Batcher(
-            lambda queries: self.run(self.recommend, queries), max_batch
-        )
 
     def _open_encoder_and_index(self, threads: int) -> None:
         """The ONNX encoder session and the FAISS index (checked against the item table)."""
@@ -127,12 +122,10 @@ class ModelRuntime:
         self.refine_factor = manifest.index.params.get("k_factor_rf")  # pq index only
 
     @classmethod
-    def load(
-        cls, path: Path, threads: int, metrics: ServiceMetrics, max_batch: int = 64
-    ) -> ModelRuntime:
+    def load(cls, path: Path, threads: int, metrics: ServiceMetrics) -> ModelRuntime:
         """Verify the artifact's manifest and checksums, then load it (blocking I/O)."""
         manifest = open_artifact(path, verify=True)
-        return cls(path, manifest, threads, metrics, max_batch)
+        return cls(path, manifest, threads, metrics)
 
     @property
     def live_items(self) -> int:

@@ -24,7 +24,8 @@ class Settings(BaseSettings):
         api_key: when set, write and admin routes need the header ``X-API-Key`` with this value.
         history_length: items kept per user (None: the model's max_len).
         threads: ONNX Runtime intra-op and FAISS threads (one process per core is the scaling model).
-        max_micro_batch: most /recommend requests encoded and searched together.
+        max_micro_batch: most /recommend requests answered together (one pipelined history read, one encode and
+            one search).
         reload_poll_seconds: re-read ``<artifact>/CURRENT`` this often and hot-swap a new version (0: off).
         cold_sync_seconds: how often items added through another pod, the hidden set and the top of the recent
             popularity are pulled from Redis (0: off).

@@ -20,10 +20,11 @@ import numpy as np
 from core.arrays import Float32Array, IntArray
 from core.artifact import CURRENT_FILE, ArtifactError, resolve_artifact
 from service import catalogue, items
+from service.batcher import Batcher
 from service.errors import NotReadyError, RequestError, StoreUnavailableError, check_limit
 from service.metrics import ServiceMetrics
 from service.popularity import Popularity
-from service.recommend import check_request, model_answer, plan
+from service.recommend import answer_requests, check_request
 from service.runtime import ModelRuntime
 from service.schemas import (
     EventsRequest,
@@ -63,6 +64,9 @@ class ServiceState:
         self.draining = False
         self.hidden = catalogue.HiddenItems(store, metrics, settings.max_candidates)
         self.popularity = Popularity(store, settings)
+        self.batcher: Batcher[RecommendRequest, RecommendResponse | RequestError] = Batcher(
+            self._recommend_micro_batch, settings.max_micro_batch
+        )
 
     # ---- lifecycle ----
 
@@ -122,19 +126,21 @@ class ServiceState:
     # ---- /recommend and /score ----
 
     async def recommend(self, body: RecommendRequest) -> RecommendResponse:
-        rt = self.require_runtime()
+        """Answered in a micro-batch with the calls that arrive while the previous one runs: their stored histories
+        in one pipelined read, one encode and one search (``service.recommend.answer_requests``)."""
+        self.require_runtime()
         check_request(self.settings, body)
+        answer = await self.batcher.submit(body)
+        if isinstance(answer, RequestError):
+            raise answer
+        return answer
+
+    async def _recommend_micro_batch(
+        self, bodies: list[RecommendRequest]
+    ) -> list[RecommendResponse | RequestError]:
+        rt = self.require_runtime()
         self.hidden.expire(rt)
-        degraded = False
-        try:
-            ids = await self._history_ids(body.user_id, body.history, rt.max_len)
-        except StoreUnavailableError as exc:  # answer as for a user with no history, and say so
-            ids, degraded = (), self._degraded("/recommend", exc)
-        query, unknown = plan(rt, body, ids, self.metrics)
-        if len(query.rows) == 0:
-            return self.popularity.answer(rt, query, unknown, degraded)
-        found, scores = await rt.batcher.submit(query)
-        return model_answer(rt, query, found, scores, unknown)
+        return await answer_requests(self, rt, bodies, "/recommend")
 
     async def score(self, body: ScoreRequest) -> ScoreResponse:
         rt = self.require_runtime()
@@ -350,7 +356,7 @@ class ServiceState:
 
     def _load(self, directory: Path) -> ModelRuntime:
         s = self.settings
-        return ModelRuntime.load(directory, s.threads, self.metrics, max_batch=s.max_micro_batch)
+        return ModelRuntime.load(directory, s.threads, self.metrics)
 
     async def _poll_current(self) -> None:
         root = self.settings.artifact

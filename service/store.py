@@ -131,7 +131,10 @@ class RedisStore:
         return [b.decode() for b in raw]
 
     async def read_histories(self, user_ids: Sequence[str], n: int) -> list[list[str]]:
-        """The last ``n`` items of each user, in one pipelined round trip."""
+        """The last ``n`` items of each user, in one pipelined round trip (one user: one plain call, which costs the
+        client less than a pipeline of one)."""
+        if len(user_ids) == 1:
+            return [await self.read_history(user_ids[0], n)]
         pipe = self.reader.pipeline(transaction=False)
         for user_id in user_ids:
             pipe.lrange(self._seq(user_id), -n, -1)

@@ -164,6 +164,7 @@ def test_histories_of_many_users_are_read_together(make_store: Callable[[], Hist
     async def check(store: HistoryStore) -> None:
         await store.append_events([Event("u", "1"), Event("v", "2"), Event("u", "3")], keep=5)
         assert await store.read_histories(["u", "nobody", "v", "u"], 1) == [["3"], [], ["2"], ["3"]]
+        assert await store.read_histories(["u"], 5) == [["1", "3"]]  # one user: one plain read
         assert await store.read_histories([], 5) == []
 
     _run(check, make_store())
