@@ -8,8 +8,9 @@ Two modes, both reporting every request's latency:
 The spec names one ``path`` and its ``bodies``, or a mix of ``requests`` (each ``{"path", "body"}``), cycled in
 order. Every answer is counted by status code, by path, and as degraded when its body says ``"degraded": true``; a
 503 is also counted when it carries ``Retry-After``. A connection that fails or closes is counted in
-``connection_errors`` and opened again. With ``window`` (seconds) the same counts and percentiles are also given per
-window of the run (``windows``), for a timeline.
+``connection_errors`` and opened again; ``unanswered`` counts those of them where the request had been written
+to an open connection (not a connection refused). With ``window`` (seconds) the same counts and percentiles are
+also given per window of the run (``windows``), for a timeline.
 
 Run as ``python benchmarks/loadgen.py SPEC.json`` (what ``serve_load.py`` does, pinned to its own core); prints one
 JSON object: requests, errors (answers other than 200, plus connection errors), seconds, rps, p50/p95/p99/max in
@@ -57,6 +58,7 @@ class Answer:
 class Tally:
     answers: list[Answer] = field(default_factory=list)
     connection_errors: int = 0
+    unanswered: int = 0  # of which the request had been sent on an open connection
 
 
 async def _exchange(
@@ -88,13 +90,15 @@ class Connection:
         self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def send(self, request: Request, t0: float) -> None:
-        path, req = request
+        path, req, sent = request[0], request[1], False
         try:
             if self.streams is None:
                 self.streams = await asyncio.open_connection(self.spec["host"], self.spec["port"])
+            sent = True
             status, retry_after, body, close = await _exchange(*self.streams, req)
         except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
             self.tally.connection_errors += 1
+            self.tally.unanswered += sent
             self.close()
             await asyncio.sleep(0.01)
             return
@@ -145,7 +149,9 @@ async def _open(spec: dict[str, Any], requests: Iterator[Request]) -> tuple[Tall
     return tally, time.perf_counter() - start
 
 
-def summarize(answers: list[Answer], seconds: float, connection_errors: int = 0) -> dict[str, Any]:
+def summarize(
+    answers: list[Answer], seconds: float, connection_errors: int = 0, unanswered: int = 0
+) -> dict[str, Any]:
     """Counts and latency percentiles (ms) of ``answers``."""
     ms = np.asarray([a.latency for a in answers]) * 1e3
     status = Counter(str(a.status) for a in answers)
@@ -171,6 +177,7 @@ def summarize(answers: list[Answer], seconds: float, connection_errors: int = 0)
             p: {**r, "status": dict(sorted(r["status"].items()))} for p, r in by_path.items()
         },
         "connection_errors": connection_errors,
+        "unanswered": unanswered,
     }
 
 
@@ -179,7 +186,7 @@ def _windows(answers: list[Answer], window: float, seconds: float) -> list[dict[
     for k in range(int(np.ceil(seconds / window))):
         inside = [a for a in answers if k * window <= a.sent < (k + 1) * window]
         row = summarize(inside, window)
-        del row["by_path"], row["seconds"], row["connection_errors"]
+        del row["by_path"], row["seconds"], row["connection_errors"], row["unanswered"]
         out.append({"start_s": round(k * window, 3), **row})
     return out
 
@@ -197,7 +204,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     requests = itertools.cycle(_requests(spec))
     mode = _closed if spec["mode"] == "closed" else _open
     tally, seconds = asyncio.run(mode(spec, requests))
-    out = summarize(tally.answers, seconds, tally.connection_errors)
+    out = summarize(tally.answers, seconds, tally.connection_errors, tally.unanswered)
     if spec.get("window"):
         out["windows"] = _windows(tally.answers, spec["window"], seconds)
     return out
