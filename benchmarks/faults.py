@@ -70,10 +70,18 @@ def main() -> int:
             print(f"--- {name}", flush=True)
             results[name] = scenario(bench, results)
             print(json.dumps(_brief(results[name])), flush=True)
+            save_json(
+                args.out, _payload(args, results), indent=1
+            )  # a run cut short keeps what it has
     finally:
         bench.close()
         shutil.rmtree(workdir, ignore_errors=True)
-    payload = {
+    print_table(results)
+    return 0
+
+
+def _payload(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
+    return {
         "command": "python " + " ".join(sys.argv),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores shared with other jobs, no pinning",
         "model": "SASRec-AlphaFuse on ml-100k, 1 epoch, max_len 20 (quickstart size)",
@@ -89,9 +97,6 @@ def main() -> int:
         "outage_seconds": args.outage_seconds,
         "scenarios": results,
     }
-    save_json(args.out, payload, indent=1)
-    print_table(results)
-    return 0
 
 
 def _args() -> argparse.Namespace:

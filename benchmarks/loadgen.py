@@ -10,7 +10,8 @@ order. Every answer is counted by status code, by path, and as degraded when its
 503 is also counted when it carries ``Retry-After``. A connection that fails or closes is counted in
 ``connection_errors`` and opened again; ``unanswered`` counts those of them where the request had been written
 to an open connection (not a connection refused). With ``window`` (seconds) the same counts and percentiles are
-also given per window of the run (``windows``), for a timeline.
+also given per window of the run (``windows``), for a timeline. In open loop, ``max_lag`` (seconds) drops the
+slots the run has fallen that far behind on (counted in ``not_sent``), so an overloaded run still ends on time.
 
 Run as ``python benchmarks/loadgen.py SPEC.json`` (what ``serve_load.py`` does, pinned to its own core); prints one
 JSON object: requests, errors (answers other than 200, plus connection errors), seconds, rps, p50/p95/p99/max in
@@ -59,6 +60,9 @@ class Tally:
     answers: list[Answer] = field(default_factory=list)
     connection_errors: int = 0
     unanswered: int = 0  # of which the request had been sent on an open connection
+    not_sent: int = (
+        0  # open loop with ``max_lag``: slots dropped because the run fell that far behind
+    )
 
 
 async def _exchange(
@@ -134,12 +138,18 @@ async def _open(spec: dict[str, Any], requests: Iterator[Request]) -> tuple[Tall
     total = int(spec["rate"] * spec["duration"])
     start = time.perf_counter() + 0.05
     slots = iter(range(total))
+    max_lag = spec.get("max_lag", float("inf"))
 
     async def worker() -> None:
         conn = Connection(spec, tally, start)
         for i in slots:
             due = start + i * interval
             delay = due - time.perf_counter()
+            if (
+                -delay > max_lag
+            ):  # too far behind: the slot is dropped and counted, the run ends on time
+                tally.not_sent += 1
+                continue
             if delay > 0:
                 await asyncio.sleep(delay)
             await conn.send(next(requests), due)
@@ -205,6 +215,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     mode = _closed if spec["mode"] == "closed" else _open
     tally, seconds = asyncio.run(mode(spec, requests))
     out = summarize(tally.answers, seconds, tally.connection_errors, tally.unanswered)
+    if spec["mode"] == "open":
+        out["offered_rps"], out["not_sent"] = spec["rate"], tally.not_sent
     if spec.get("window"):
         out["windows"] = _windows(tally.answers, spec["window"], seconds)
     return out
