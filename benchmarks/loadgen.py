@@ -95,6 +95,8 @@ class Connection:
 
     async def send(self, request: Request, t0: float) -> None:
         path, req, sent = request[0], request[1], False
+        if self.streams is not None and self.streams[0].at_eof():
+            self.close()  # the server closed this idle connection (a shutdown): not a request lost
         try:
             if self.streams is None:
                 self.streams = await asyncio.open_connection(self.spec["host"], self.spec["port"])
@@ -167,9 +169,13 @@ def summarize(
     status = Counter(str(a.status) for a in answers)
     by_path: dict[str, dict[str, Any]] = {}
     for a in answers:
-        row = by_path.setdefault(a.path, {"status": Counter(), "degraded": 0})
+        row = by_path.setdefault(a.path, {"status": Counter(), "degraded": 0, "ms": []})
         row["status"][str(a.status)] += 1
         row["degraded"] += a.degraded
+        row["ms"].append(a.latency * 1e3)
+    for row in by_path.values():
+        path_ms = row.pop("ms")
+        row.update({f"p{q}_ms": round(float(np.percentile(path_ms, q)), 3) for q in (50, 99)})
     quantiles = {
         f"p{q}_ms": round(float(np.percentile(ms, q)), 3) if len(ms) else None for q in (50, 95, 99)
     }
@@ -191,9 +197,11 @@ def summarize(
     }
 
 
-def _windows(answers: list[Answer], window: float, seconds: float) -> list[dict[str, Any]]:
+def _windows(answers: list[Answer], window: float, duration: float) -> list[dict[str, Any]]:
     out = []
-    for k in range(int(np.ceil(seconds / window))):
+    for k in range(
+        int(np.ceil(duration / window - 1e-9))
+    ):  # the run's planned length, not its overrun
         inside = [a for a in answers if k * window <= a.sent < (k + 1) * window]
         row = summarize(inside, window)
         del row["by_path"], row["seconds"], row["connection_errors"], row["unanswered"]
@@ -218,7 +226,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["mode"] == "open":
         out["offered_rps"], out["not_sent"] = spec["rate"], tally.not_sent
     if spec.get("window"):
-        out["windows"] = _windows(tally.answers, spec["window"], seconds)
+        out["windows"] = _windows(tally.answers, spec["window"], spec["duration"])
     return out
 
 

@@ -80,4 +80,5 @@ def test_a_refused_connection_is_counted_and_retried() -> None:
     out = run({**spec, "concurrency": 2, "path": "/ok", "bodies": [{}]})
     assert out["requests"] == 0
     assert out["connection_errors"] > 2
+    assert out["unanswered"] == 0  # refused: nothing was sent
     assert out["p99_ms"] is None
