@@ -21,7 +21,7 @@ Each reports requests, status codes, degraded answers, 5xx (every 5xx except a w
 recovery time: from the fault's end until a read by user is no longer degraded, a write is accepted and /readyz
 answers 200.
 
-    .venv/bin/python benchmarks/faults.py                        # ~25 min; writes benchmarks/results/faults.json
+    .venv/bin/python benchmarks/faults.py                        # ~15 min; writes benchmarks/results/faults.json
     .venv/bin/python benchmarks/faults.py --soak-minutes 2 --only redis_down soak
 """
 
