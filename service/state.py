@@ -61,6 +61,9 @@ class ServiceState:
         self.items_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._failed_version: str | None = None
+        self._refused_version: str | None = (
+            None  # the version the last failed reload resolved, if any
+        )
         self.draining = False
         self.hidden = catalogue.HiddenItems(store, metrics, settings.max_candidates)
         self.popularity = Popularity(store, settings)
@@ -274,15 +277,20 @@ class ServiceState:
         async with self._reload_lock:
             t0 = time.perf_counter()
             logger.info("loading %s", path)
+            directory: Path | None = (
+                None  # resolved once: CURRENT may name another version by the end
+            )
             try:
-                new = await asyncio.to_thread(self._load, resolve_artifact(path))
+                directory = resolve_artifact(path)
+                new = await asyncio.to_thread(self._load, directory)
                 if new.manifest.supports_text:
                     await self._load_stored_items(new)
                 await self.hidden.load_into(new)
                 await self.popularity.sync(new)  # ranked before it serves
                 await new.run(new.warm_up)
             except Exception as exc:
-                self._refused(path, exc)
+                self._refused_version = directory.name if directory else None
+                self._refused(directory.name if directory else str(path), exc)
                 raise
             old, self.runtime = self.runtime, new
             self.metrics.set_model(
@@ -302,19 +310,16 @@ class ServiceState:
                 model_version=new.version, previous_version=old and old.version, seconds=seconds
             )
 
-    def _refused(self, path: Path, exc: Exception) -> None:
+    def _refused(self, version: str, exc: Exception) -> None:
         """One log line and one count for a version that could not be loaded (the previous one keeps serving).
 
         ``reason`` is ``invalid`` for an artifact ``core.artifact`` refuses (manifest schema or fields, checksums,
         file names outside the artifact) and ``unloadable`` for files that pass those checks but cannot be
-        loaded or run (a corrupt ONNX graph or FAISS index, a pickled or misshapen array).
+        loaded or run (a corrupt ONNX graph or FAISS index, a pickled or misshapen array). ``version`` is the
+        directory that was resolved before loading, not what ``CURRENT`` names by now.
         """
         reason = "invalid" if isinstance(exc, ArtifactError) else "unloadable"
         self.metrics.reloads.labels("failed", reason).inc()
-        try:
-            version = resolve_artifact(path).name
-        except ArtifactError:
-            version = str(path)
         rt = self.runtime
         logger.error(
             "reload of %s refused (%s): %s: %s; still serving %s",
@@ -372,7 +377,7 @@ class ServiceState:
             await self.reload(root)
             self._failed_version = None
         except Exception:  # logged and counted by reload; not retried until CURRENT changes
-            self._failed_version = version
+            self._failed_version = self._refused_version or version
 
     async def _every(self, seconds: float, fn: Callable[[], Awaitable[None]]) -> None:
         while True:

@@ -1,19 +1,28 @@
-"""Fault injection for the service tests: a private Redis server that can be stopped, paused and restarted, and a
-TCP proxy (asyncio, in its own thread) between the service and Redis that can delay replies or drop connections."""
+"""Fault injection for the service tests and ``benchmarks/faults.py``: a private Redis server that can be stopped,
+paused and restarted, a TCP proxy (asyncio, in its own thread) between the service and Redis that can delay replies
+or drop connections, and bad artifact versions (a copy of a good one with one fault) to publish."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
+
+from core.artifact import sha256_file
+
+Edit = Callable[[Path, dict[str, Any]], None]
 
 
 def free_port() -> int:
@@ -154,3 +163,45 @@ class FaultyProxy:
                 writer.write(chunk)
                 await writer.drain()
         writer.transport.abort()  # one side ended: end the other
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write a new file in place of ``path`` (which may be a hard link to the served artifact's file)."""
+    path.unlink()
+    path.write_bytes(data)
+
+
+def flip(name: str, offset: int, count: int = 16, rehash: bool = False) -> Edit:
+    def edit(directory: Path, manifest: dict[str, Any]) -> None:
+        data = bytearray((directory / name).read_bytes())
+        start = offset % len(data)
+        data[start : start + count] = bytes(b ^ 0xFF for b in data[start : start + count])
+        replace_file(directory / name, bytes(data))
+        if rehash:
+            manifest["files"][name] = sha256_file(directory / name)
+
+    return edit
+
+
+def truncate(name: str) -> Edit:
+    def edit(directory: Path, manifest: dict[str, Any]) -> None:
+        data = (directory / name).read_bytes()
+        replace_file(directory / name, data[: len(data) // 2])
+        manifest["files"][name] = sha256_file(directory / name)
+
+    return edit
+
+
+def wrong_checksum(directory: Path, manifest: dict[str, Any]) -> None:
+    manifest["files"]["items.npy"] = "0" * 64
+
+
+def publish_variant(root: Path, source: Path, version: str, edit: Edit) -> Path:
+    """``root/version``: a copy of ``source`` renamed ``version`` with ``edit`` applied to its files and manifest."""
+    directory = root / version
+    shutil.copytree(source, directory, copy_function=os.link)
+    manifest = json.loads((source / "manifest.json").read_text())
+    manifest["version"] = version
+    edit(directory, manifest)
+    replace_file(directory / "manifest.json", json.dumps(manifest, indent=2).encode())
+    return directory

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,14 +22,23 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.artifact import sha256_file, write_current
 from service.app import create_app
+from service.runtime import ModelRuntime
 from service.settings import Settings
+from service.state import ServiceState
+from tests.service.faults import (
+    Edit,
+    flip,
+    publish_variant,
+    truncate,
+    wrong_checksum,
+)
 
 POLL_SECONDS = 0.1
-Edit = Callable[[Path, dict[str, Any]], None]
 
 
 class _Touch:
@@ -42,33 +49,6 @@ class _Touch:
 
     def __reduce__(self) -> tuple[Any, tuple[Path]]:
         return (Path.touch, (self.path,))
-
-
-def _replace(path: Path, data: bytes) -> None:
-    """Write a new file in place of ``path`` (which may be a hard link to the served artifact's file)."""
-    path.unlink()
-    path.write_bytes(data)
-
-
-def _flip(name: str, offset: int, count: int = 16, rehash: bool = False) -> Edit:
-    def edit(directory: Path, manifest: dict[str, Any]) -> None:
-        data = bytearray((directory / name).read_bytes())
-        start = offset % len(data)
-        data[start : start + count] = bytes(b ^ 0xFF for b in data[start : start + count])
-        _replace(directory / name, bytes(data))
-        if rehash:
-            manifest["files"][name] = sha256_file(directory / name)
-
-    return edit
-
-
-def _truncate(name: str) -> Edit:
-    def edit(directory: Path, manifest: dict[str, Any]) -> None:
-        data = (directory / name).read_bytes()
-        _replace(directory / name, data[: len(data) // 2])
-        manifest["files"][name] = sha256_file(directory / name)
-
-    return edit
 
 
 def _pickled_items(marker: Path) -> Edit:
@@ -100,21 +80,6 @@ def _drop(field: str) -> Edit:
         del manifest[field]
 
     return edit
-
-
-def _wrong_checksum(directory: Path, manifest: dict[str, Any]) -> None:
-    manifest["files"]["items.npy"] = "0" * 64
-
-
-def publish_variant(root: Path, source: Path, version: str, edit: Edit) -> Path:
-    """``root/version``: a copy of ``source`` renamed ``version`` with ``edit`` applied to its files and manifest."""
-    directory = root / version
-    shutil.copytree(source, directory, copy_function=os.link)
-    manifest = json.loads((source / "manifest.json").read_text())
-    manifest["version"] = version
-    edit(directory, manifest)
-    _replace(directory / "manifest.json", json.dumps(manifest, indent=2).encode())
-    return directory
 
 
 @pytest.fixture
@@ -201,13 +166,13 @@ def test_bad_artifacts_are_refused_while_serving(
     history = json.loads((artifact / "item_ids.json").read_text())[10:20]
     # (version, fault, reason label, what the log line says)
     faults: list[tuple[str, Edit, str, str]] = [
-        ("onnx-flipped", _flip("encoder.onnx", 1000), "invalid", "encoder.onnx: sha256"),
-        ("faiss-flipped", _flip("items.faiss", -1000), "invalid", "items.faiss: sha256"),
-        ("onnx-corrupt", _flip("encoder.onnx", 0, rehash=True), "unloadable", "INVALID_PROTOBUF"),
-        ("faiss-corrupt", _flip("items.faiss", 0, 4, rehash=True), "unloadable", "not recognized"),
-        ("onnx-truncated", _truncate("encoder.onnx"), "unloadable", "INVALID_PROTOBUF"),
-        ("faiss-truncated", _truncate("items.faiss"), "unloadable", "read error"),
-        ("wrong-checksum", _wrong_checksum, "invalid", "does not match the manifest's 0000"),
+        ("onnx-flipped", flip("encoder.onnx", 1000), "invalid", "encoder.onnx: sha256"),
+        ("faiss-flipped", flip("items.faiss", -1000), "invalid", "items.faiss: sha256"),
+        ("onnx-corrupt", flip("encoder.onnx", 0, rehash=True), "unloadable", "INVALID_PROTOBUF"),
+        ("faiss-corrupt", flip("items.faiss", 0, 4, rehash=True), "unloadable", "not recognized"),
+        ("onnx-truncated", truncate("encoder.onnx"), "unloadable", "INVALID_PROTOBUF"),
+        ("faiss-truncated", truncate("items.faiss"), "unloadable", "read error"),
+        ("wrong-checksum", wrong_checksum, "invalid", "does not match the manifest's 0000"),
         ("schema-2", _set(schema_version=2), "invalid", "schema_version 2, this build reads 1"),
         ("no-index", _drop("index"), "invalid", "invalid manifest: 1 validation error"),
         ("escape", _escape, "invalid", "'../v1/items.npy' escapes the artifact"),
@@ -253,3 +218,37 @@ def test_the_pickle_in_the_test_is_live(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", np.array([_Touch(marker)], dtype=object), allow_pickle=True)
     np.load(tmp_path / "x.npy", allow_pickle=True)
     assert marker.exists()
+
+
+def test_the_refusal_names_the_version_refused_when_current_moves_during_the_load(
+    root: Path,
+    artifact: Path,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``CURRENT`` names ``bad``; while ``bad`` loads, ``v2`` is published and ``bad`` then fails: the log line and
+    the poll's memory of the failure are about ``bad``, and ``v2`` is served next."""
+    publish_variant(root, artifact, "bad", lambda _d, _m: None)
+    publish_variant(root, artifact, "v2", lambda _d, _m: None)
+    load = ServiceState._load
+
+    def load_or_fail(self: ServiceState, directory: Path) -> ModelRuntime:
+        if directory.name == "bad":
+            write_current(root, "v2")
+            raise RuntimeError("bad fails to load")
+        return load(self, directory)
+
+    monkeypatch.setattr(ServiceState, "_load", load_or_fail)
+    app = create_app(
+        settings.model_copy(update={"artifact": root, "reload_poll_seconds": POLL_SECONDS})
+    )
+    with TestClient(app) as c:
+        caplog.clear()
+        write_current(root, "bad")
+        wait_for(lambda: c.get("/readyz").json()["model_version"] == "v2", "v2 served")
+        assert failed_reloads(c) == {"invalid": 0.0, "unloadable": 1.0}
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("reload of bad refused (unloadable): RuntimeError: bad fails"), lines
+    assert lines[0].endswith("; still serving v1"), lines

@@ -1,5 +1,5 @@
 """Shutdown: ``recsys serve`` (``python -m service.cli``) answers SIGTERM by draining (readiness false), finishing
-the requests in flight and exiting 0; the Deployment gives it the time to do so."""
+the requests in flight and exiting 0, also under load; the Deployment gives it the time to do so."""
 
 from __future__ import annotations
 
@@ -32,6 +32,32 @@ def _wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
     raise AssertionError("the server did not become ready")
 
 
+class Clients:
+    """Threads calling /recommend until the server goes away: every status they got (no answer: a connection the
+    server refused or closed after SIGTERM, not counted)."""
+
+    def __init__(self, base: str, threads: int = 4) -> None:
+        self.base, self.statuses, self.stop = base, list[int](), threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.base, timeout=60) as client:
+            while not self.stop.is_set():
+                try:
+                    r = client.post("/recommend", json={"user_id": "someone", "k": 5})
+                except httpx.TransportError:
+                    time.sleep(0.01)
+                    continue
+                self.statuses.append(r.status_code)
+
+    def join(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=60)
+
+
 def test_sigterm_finishes_requests_in_flight_and_exits_0(
     artifact_root: Path, redis_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
@@ -45,6 +71,7 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(
         proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
         try:
             _wait_ready(base, proc)
+            clients = Clients(base)
             answers: list[httpx.Response] = []
 
             def reload() -> (
@@ -68,6 +95,7 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(
             proc.send_signal(signal.SIGTERM)
             slow.join(timeout=60)
             assert proc.wait(timeout=60) == 0
+            clients.join()
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -79,6 +107,8 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(
     version = (artifact_root / "CURRENT").read_text().strip()  # other tests may have moved it on
     assert answer.json()["model_version"] == version
     assert "draining, /readyz now answers 503" in log
+    assert len(clients.statuses) > 0
+    assert set(clients.statuses) == {200}, sorted(set(clients.statuses))
 
 
 def test_the_deployment_grace_period_covers_prestop_and_the_drain() -> None:
