@@ -104,11 +104,11 @@ class Workers:
         return [t.to(tensor.device) for t in out]
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
-        """``model``'s loss in ``DistributedDataParallel`` (which first copies rank 0's parameters and buffers to
-        every rank). Buffers are not re-broadcast at each step: the frozen language table never changes."""
+        """``model``'s loss in ``DistributedDataParallel``, which first copies rank 0's parameters and buffers to
+        every rank. Buffers are not re-broadcast at each step: the frozen language table never changes."""
         ids = [device.index] if device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(
-            LossModule(model), device_ids=ids, broadcast_buffers=False
+            LossModule(model), device_ids=ids, forward_sync_buffers=False
         )
 
     def close(self) -> None:
