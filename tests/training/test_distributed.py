@@ -3,7 +3,7 @@
 - one optimiser step of 2 workers on a global batch gives the parameters one process gets from it, for every
   negative sampler and the full-softmax loss (the shards are uneven: 51 and 50 rows);
 - a short 2-worker run through ``recsys train --nproc 2`` reaches the single-process validation NDCG within the
-  spread of two seeds;
+  spread of two seeds (at least 0.002; measured: 0.0343 against 0.0345, seeds 0.0345 and 0.0301);
 - a 2-worker run stopped after one epoch and resumed trains exactly as an uninterrupted 2-worker run.
 """
 
