@@ -7,6 +7,10 @@ recsys data  training/configs/amazon14-beauty.toml
 recsys data  training/configs/amazon14-beauty-coldstart.toml --to-df parity/beauty   # the authors' .df layout
 recsys train training/configs/amazon14-beauty.toml --set embedding.mode="id" --run-dir runs/beauty-id
 recsys evaluate runs/beauty-id
+recsys train training/configs/amazon14-beauty.toml --nproc 4          # 4 workers under torchrun (DDP)
+
+``python -m training`` (``training/__main__.py``) runs these commands alone; it is what ``--nproc`` starts under
+``torch.distributed.run``, and what ``torchrun --nproc-per-node N -m training train CONFIG`` runs.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +58,13 @@ def add_training_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     train.add_argument(
         "--resume", action="store_true", help="continue from the run's last checkpoint"
     )
+    train.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train with N workers on this machine under torchrun (DDP; default 1: one process)",
+    )
     train.set_defaults(func=_train)
 
     evaluate = sub.add_parser("evaluate", help="re-evaluate a finished run on its test cases")
@@ -86,10 +100,58 @@ def _train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     run_dir = args.run_dir or Path("runs") / _run_name(config)
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return launch_workers(args.nproc, _worker_argv(args, run_dir))
     result = run_experiment(config, run_dir, resume=args.resume)
+    if not result.metrics:  # a worker after rank 0: rank 0 reports
+        return 0
     _print_summary({_run_name(config): result.metrics})
     print(f"run directory: {run_dir}")
     return 0
+
+
+def _worker_argv(args: argparse.Namespace, run_dir: Path) -> list[str]:
+    """The ``train`` command each worker runs: this one, with the run directory fixed and no ``--nproc``."""
+    argv = ["train", str(args.config), "--run-dir", str(run_dir)]
+    for override in args.overrides:
+        argv += ["--set", override]
+    return [*argv, "--resume"] if args.resume else argv
+
+
+def launch_workers(nproc: int, argv: list[str]) -> int:
+    """Run ``python -m training <argv>`` in ``nproc`` workers on this machine under torchrun; its exit status.
+
+    ``torch.distributed.run`` (torchrun) with a standalone rendezvous: it picks a free local port, starts the
+    workers with ``RANK``/``WORLD_SIZE`` set, and stops them all when one fails.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    launch = ["--standalone", f"--nproc-per-node={nproc}", "-m", "training", *argv]
+    try:
+        run(get_args_parser().parse_args(launch))  # type: ignore[no-untyped-call]
+    except ChildFailedError as exc:
+        print(f"error: a training worker failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m training``: the ``data``, ``train`` and ``evaluate`` commands; ranks after 0 log warnings only."""
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    add_training_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    quiet = os.environ.get("RANK", "0") != "0"
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ from training.models.recommender import Recommender
 from training.protocols import make_split, protocol_metrics
 from training.protocols.long_tail import long_tail_test_metrics
 from training.run.builder import Prepared, build_model, fit_basis
+from training.run.distributed import Workers
 from training.run.loop import TrainLoop
 from training.run.rundir import RunDir
 
@@ -79,24 +80,52 @@ def run_experiment(
     prepared: Prepared | None = None,
     resume: bool = False,
 ) -> RunResult:
-    """Train, select on validation, test once; write the run directory. Returns the test metrics."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Train, select on validation, test once; write the run directory. Returns the test metrics.
+
+    Under ``torchrun`` every worker calls this; rank 0 writes the run directory, tests and returns the metrics,
+    the other ranks return empty metrics once training ends (``training.run.distributed``).
+    """
+    t = config.train
+    workers = Workers.from_env(t.device)
+    try:
+        return _run(config, run_dir, prepared, resume, workers)
+    finally:
+        if workers is not None:
+            workers.close()
+
+
+def _run(
+    config: ExperimentConfig,
+    run_dir: Path,
+    prepared: Prepared | None,
+    resume: bool,
+    workers: Workers | None,
+) -> RunResult:
+    main = workers is None or workers.is_main
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     t = config.train
     configure_torch(t.threads)
     _seed_everything(t.seed)
     prepared = prepared or prepare(config)
     basis = fit_basis(config, prepared) if config.embedding.mode == "alphafuse" else None
-    device = _device(t.device)
+    device = _device(t.device, workers)
     model = build_model(config, prepared, basis).to(device)
-    _write_inputs(RunDir(run_dir), config, prepared, basis)
-    loop = TrainLoop(config, prepared.split, model, device, run_dir)
+    if main:
+        _write_inputs(RunDir(run_dir), config, prepared, basis)
+    _seed_worker(t.seed, workers)
+    loop = TrainLoop(config, prepared.split, model, device, run_dir, workers)
     if resume:
         loop.restore()
     loop.run()
+    if not main:
+        return RunResult(run_dir=run_dir, metrics={}, history=loop.history)
     files = RunDir(run_dir)
     model.load_state_dict(load_file(files.weights, device=str(device)))
     metrics = test_metrics(config, prepared, model, device)
     metrics.update(loop.summary())
+    if workers is not None:
+        metrics["workers"] = workers.world
     write_json(files.metrics, metrics)
     write_json(files.history, loop.history)
     _plots(config, files, loop.history, metrics)
@@ -150,16 +179,25 @@ def evaluate_run(run_dir: Path) -> dict[str, Any]:
 
 
 def measure_throughput(config: ExperimentConfig, prepared: Prepared, epochs: int = 1) -> float:
-    """Training sequences per second over ``epochs`` full epochs (no evaluation), for benchmarks."""
+    """Training sequences per second over ``epochs`` full epochs (no evaluation), for benchmarks.
+
+    Under ``torchrun`` every worker calls this and each returns the global rate (all workers' sequences).
+    """
     configure_torch(config.train.threads)
     _seed_everything(config.train.seed)
-    basis = fit_basis(config, prepared) if config.embedding.mode == "alphafuse" else None
-    device = _device(config.train.device)
-    model = build_model(config, prepared, basis).to(device)
-    loop = TrainLoop(config, prepared.split, model, device, Path(os.devnull))
-    for _ in range(epochs):
-        loop.train_epoch()
-    return loop.sequences / loop.train_seconds
+    workers = Workers.from_env(config.train.device)
+    try:
+        basis = fit_basis(config, prepared) if config.embedding.mode == "alphafuse" else None
+        device = _device(config.train.device, workers)
+        model = build_model(config, prepared, basis).to(device)
+        _seed_worker(config.train.seed, workers)
+        loop = TrainLoop(config, prepared.split, model, device, Path(os.devnull), workers)
+        for _ in range(epochs):
+            loop.train_epoch()
+        return loop.sequences / loop.train_seconds
+    finally:
+        if workers is not None:
+            workers.close()
 
 
 def _plots(
@@ -189,10 +227,20 @@ def configure_torch(threads: int | None) -> None:
     torch.set_flush_denormal(True)  # returns False (and does nothing) where the CPU lacks FTZ/DAZ
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def _device(name: str, workers: Workers | None = None) -> torch.device:
+    device = (
+        torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else None
+    )
+    device = device or torch.device(name)
+    return device if workers is None else workers.device(device)
+
+
+def _seed_worker(seed: int, workers: Workers | None) -> None:
+    """Ranks after 0 draw dropout masks (and DreamRec's noise) from their own global stream, as one process
+    draws different masks for different rows. Called once the model is built: DDP starts every rank from rank 0's
+    weights anyway."""
+    if workers is not None and not workers.is_main:
+        torch.manual_seed(seed + 1_000_003 * workers.rank)
 
 
 def _seed_everything(seed: int) -> None:

@@ -292,15 +292,44 @@ def test_redis_persists_and_training_job_trains_then_exports(objects: dict[Any, 
     assert redis["spec"]["volumeClaimTemplates"]
     job = objects[("Job", "recsys-train")]["spec"]["template"]["spec"]
     script = " ".join(job["containers"][0]["command"] + job["containers"][0]["args"])
-    assert script.index("recsys train") < script.index("recsys export")
+    assert (
+        script.index("torchrun") < script.index("-m training train") < script.index("recsys export")
+    )
     assert "--out /artifacts" in script
-    assert "torchrun" not in script
     claims = {
         v["persistentVolumeClaim"]["claimName"]
         for v in job["volumes"]
         if "persistentVolumeClaim" in v
     }
     assert "recsys-artifacts" in claims
+
+
+def test_training_job_runs_indexed_torchrun_workers_behind_a_headless_service(
+    objects: dict[Any, Any],
+) -> None:
+    job = objects[("Job", "recsys-train")]
+    spec, pod = job["spec"], job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    workers = int(env["WORKERS"])
+    assert workers >= 2
+    assert spec["completionMode"] == "Indexed"
+    assert spec["completions"] == spec["parallelism"] == workers
+    script = " ".join(container["args"])
+    assert '--nnodes "$WORKERS"' in script
+    assert '--node-rank "$JOB_COMPLETION_INDEX"' in script
+    # pod 0's stable name is <job>-0.<subdomain>, the subdomain a headless Service over the Job's pods
+    service = objects[("Service", pod["subdomain"])]
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["selector"] == {"batch.kubernetes.io/job-name": job["metadata"]["name"]}
+    master = re.search(r"--master-addr (\S+) --master-port (\d+)", script)
+    assert master is not None
+    assert master.group(1) == f"{job['metadata']['name']}-0.{pod['subdomain']}"
+    assert int(master.group(2)) in {p["port"] for p in service["spec"]["ports"]}
+    assert int(master.group(2)) in {p["containerPort"] for p in container["ports"]}
+    # only rank 0's pod exports, after training
+    export = script.index("recsys export")
+    assert '[ "$JOB_COMPLETION_INDEX" = 0 ]' in script[script.index("-m training train") : export]
 
 
 @pytest.mark.skipif(

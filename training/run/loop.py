@@ -17,6 +17,7 @@ from training.data.dataset import Split
 from training.evaluation.run_metrics import full_metrics
 from training.evaluation.sampled import SampledEvaluator, sampled_evaluator
 from training.models.recommender import Recommender, pooled_negatives, sample_negatives
+from training.run.distributed import Workers
 from training.run.rundir import RunDir
 
 __all__ = ["TrainLoop", "cpu_state"]
@@ -34,7 +35,9 @@ class TrainLoop:
         model: Recommender,
         device: torch.device,
         run_dir: Path,
+        workers: Workers | None = None,
     ) -> None:
+        """``workers``: this rank under torchrun (``training.run.distributed``); None trains in one process."""
         self.config, self.split, self.model, self.device, self.run_dir = (
             config,
             split,
@@ -67,6 +70,14 @@ class TrainLoop:
         self.train_cpu_seconds = 0.0
         self.sequences = 0
         self._sampled_valid: SampledEvaluator | None = None
+        self.workers = workers
+        # the loss under DistributedDataParallel, which averages the ranks' gradients
+        self.ddp = None if workers is None else workers.wrap(model, device)
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0, or the only process: validates and writes the run directory."""
+        return self.workers is None or self.workers.is_main
 
     def run(self) -> None:
         t = self.config.train
@@ -77,6 +88,15 @@ class TrainLoop:
             loss = self.train_epoch()
             if self.epoch % t.eval_every and self.epoch < t.max_epochs:
                 continue
+            self._select(loss)
+            self._checkpoint()
+        if self.is_main and not self.files.weights.exists():
+            raise RuntimeError(f"no validation ran in {self.run_dir}; check train.eval_every")
+
+    def _select(self, loss: float) -> None:
+        """Validate (rank 0), record the epoch, keep the best weights; every rank learns the outcome."""
+        t = self.config.train
+        if self.is_main:
             valid = self._validate()
             score = valid[t.select_metric]
             self.history.append(
@@ -91,9 +111,11 @@ class TrainLoop:
                     self.files.weights,
                     lambda p: save_file(cpu_state(self.model), str(p)),
                 )
-            self._checkpoint()
-        if not self.files.weights.exists():
-            raise RuntimeError(f"no validation ran in {self.run_dir}; check train.eval_every")
+        if (
+            self.workers is not None
+        ):  # the early-stop state, so that all ranks stop after the same epoch
+            shared = self.workers.share((self.best, self.best_epoch, self.history))
+            self.best, self.best_epoch, self.history = shared
 
     def _validate(self) -> dict[str, float]:
         ev_cfg, split = self.config.eval, self.split
@@ -116,20 +138,43 @@ class TrainLoop:
         order = torch.randperm(len(self.targets), generator=self.generator)
         total, batches = 0.0, 0
         for start in range(0, len(order), t.batch_size):
-            idx = order[start : start + t.batch_size]
-            hist = self.histories[idx].to(self.device)  # (B, L)
-            tgt = self.targets[idx].to(self.device)  # (B,)
-            neg = self._negatives(self.targets[idx])
-            neg = None if neg is None else neg.to(self.device)
-            loss = model.loss(hist, tgt, neg, users=self.users[idx].to(self.device))
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            self.optimizer.step()
-            total, batches = total + loss.item(), batches + 1
+            total += self.train_step(order[start : start + t.batch_size])
+            batches += 1
+        if self.workers is not None:
+            total = self.workers.sum(total)
         self.train_seconds += time.perf_counter() - began
         self.train_cpu_seconds += time.process_time() - began_cpu
         self.sequences += len(order)
         return total / max(batches, 1)
+
+    def train_step(self, idx: torch.Tensor) -> float:
+        """One optimiser step on the global batch ``idx`` ((B,) training rows); returns this rank's share of
+        the batch's mean loss (the whole mean in one process).
+
+        Under torchrun the negatives are drawn for the whole batch, as one process draws them, and each rank
+        keeps the rows of its shard; DDP averages the scaled gradients into the global batch's gradient.
+        """
+        neg = self._negatives(self.targets[idx])
+        if self.workers is None:
+            loss = self._loss(self.model.loss, idx, neg)
+            share = loss.item()
+        else:
+            assert self.ddp is not None
+            part, scale = self.workers.shard(len(idx))
+            if neg is not None and neg.dim() == 2:  # per-example negatives follow their rows
+                neg = neg[part]
+            loss = self._loss(self.ddp, idx[part], neg) * scale
+            share = loss.item() / self.workers.world
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        self.optimizer.step()
+        return share
+
+    def _loss(self, loss: Any, idx: torch.Tensor, neg: torch.Tensor | None) -> torch.Tensor:
+        hist = self.histories[idx].to(self.device)  # (B, L)
+        tgt = self.targets[idx].to(self.device)  # (B,)
+        neg = None if neg is None else neg.to(self.device)
+        return loss(hist, tgt, neg, users=self.users[idx].to(self.device))  # type: ignore[no-any-return]
 
     def _negatives(self, targets: torch.Tensor) -> torch.Tensor | None:
         t, n = self.config.train, self.split.num_items
@@ -167,9 +212,9 @@ class TrainLoop:
         state["rng"] = self.generator.get_state()
         # dropout, DreamRec's timesteps/noise/condition drop draw from the global streams: a resumed run
         # continues them where the checkpoint left them, so it trains exactly as an uninterrupted one
-        state["torch_rng"] = torch.get_rng_state()
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        state.update(self._global_rng_states())
+        if not self.is_main:  # rank 0 writes; the others only lent it their random-number states
+            return
         atomic_write(self.files.last, lambda p: save_file(state, str(p)))
         write_json(
             self.files.state,
@@ -184,13 +229,31 @@ class TrainLoop:
             },
         )
 
+    def _global_rng_states(self) -> dict[str, torch.Tensor]:
+        """The global torch (and CUDA) streams: rank 0's as ``torch_rng``, rank r's as ``torch_rng.r``."""
+        states = {"torch_rng": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            states["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        if self.workers is None:
+            return states
+        out = {}
+        for key, value in states.items():
+            for rank, state in enumerate(self.workers.gather(value)):
+                out[key if rank == 0 else f"{key}.{rank}"] = state
+        return out
+
     def restore(self) -> None:
-        """Continue from ``last.safetensors`` + ``state.json`` if present."""
+        """Continue from ``last.safetensors`` + ``state.json`` if present (rank 0 reads them for every rank)."""
         path = self.files.last
-        if not path.exists():
+        found = None
+        if self.is_main and path.exists():
+            found = load_file(path), json.loads(self.files.state.read_text())
+        if self.workers is not None:
+            found = self.workers.share(found)
+        if found is None:
             logger.info("nothing to resume in %s: starting fresh", self.run_dir)
             return
-        tensors = load_file(path)
+        tensors, state = found
         model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         self.model.load_state_dict(model_state)
         opt = self.optimizer.state_dict()
@@ -200,17 +263,22 @@ class TrainLoop:
                 opt["state"].setdefault(int(pid), {})[name] = value.to(self.device)
         self.optimizer.load_state_dict(opt)
         self.generator.set_state(tensors["rng"])
-        # checkpoints written before these keys resume with the freshly seeded streams
-        if "torch_rng" in tensors:
-            torch.set_rng_state(tensors["torch_rng"])
-        if "cuda_rng" in tensors and self.device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["cuda_rng"], self.device)
-        state = json.loads(self.files.state.read_text())
+        self._restore_global_rng(tensors)
         self.epoch, self.best, self.best_epoch = state["epoch"], state["best"], state["best_epoch"]
         self.train_seconds, self.sequences = state["train_seconds"], state["sequences"]
         self.train_cpu_seconds = state.get("train_cpu_seconds", 0.0)  # older runs lack it
         self.history = state["history"]
         logger.info("resumed %s at epoch %d (best %.4f)", self.run_dir, self.epoch, self.best)
+
+    def _restore_global_rng(self, tensors: dict[str, torch.Tensor]) -> None:
+        """This rank's global streams; checkpoints written before these keys (or by fewer workers) resume with
+        the freshly seeded streams."""
+        rank = 0 if self.workers is None else self.workers.rank
+        suffix = "" if rank == 0 else f".{rank}"
+        if f"torch_rng{suffix}" in tensors:
+            torch.set_rng_state(tensors[f"torch_rng{suffix}"])
+        if f"cuda_rng{suffix}" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors[f"cuda_rng{suffix}"], self.device)
 
 
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
