@@ -155,20 +155,18 @@ class SequentialRecommender(nn.Module):
         ``users`` (B,) are the examples' user rows; unused here, models with user-level terms
         (LLM-ESR's self-distillation) override this method and read them.
         """
-        user = self.user_vectors(histories)  # (B, d)
         cfg = self.loss_config
         if cfg.name == "ce":
+            user = self.user_vectors(histories)  # (B, d)
             logits = user @ self.items.table().T  # (B, N)
             if self.loss_exclude is not None:  # -inf logits pass no gradient to their rows
                 logits = logits.masked_fill(self.loss_exclude.to(logits.device), -torch.inf)
             return F.cross_entropy(logits, targets)
         if negatives is None:
             raise ValueError(f"loss {cfg.name} needs sampled negatives")
-        pos = self.items(targets)  # (B, d)
-        if cfg.name == "infonce":
-            user, pos = F.normalize(user, dim=-1), F.normalize(pos, dim=-1)
+        normalize = cfg.name == "infonce"
+        user, pos, neg_logits = self._sampled_logits(histories, targets, negatives, normalize)
         pos_logit = (user * pos).sum(-1, keepdim=True)  # (B, 1)
-        neg_logits = self._negative_logits(user, negatives, normalize=cfg.name == "infonce")
         # a negative that is its row's own target is no negative for that row
         clash = (negatives if negatives.dim() == 2 else negatives[None, :]) == targets[:, None]
         neg_logits = neg_logits.masked_fill(clash, -torch.inf if cfg.name == "infonce" else -1e4)
@@ -180,25 +178,39 @@ class SequentialRecommender(nn.Module):
         neg_loss = F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits))
         return pos_loss + neg_loss
 
-    def _negative_logits(
-        self, user: torch.Tensor, negatives: torch.Tensor, *, normalize: bool
-    ) -> torch.Tensor:
-        """(B, d) user vectors and (K,) shared or (B, K) per-example negatives -> (B, K) logits.
+    def _sampled_logits(
+        self,
+        histories: torch.Tensor,
+        targets: torch.Tensor,
+        negatives: torch.Tensor,
+        normalize: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, d) user vectors, (B, d) target rows and (B, K) negative logits, from one item-table lookup.
 
-        Per-example negatives that repeat a few distinct items (``pooled_negatives``) are embedded once each and
-        their logits gathered from one (B, U) product; otherwise each (B, K) row is embedded on its own.
+        The histories, targets and negatives ((K,) shared or (B, K) per example) are embedded together, so the
+        trainable ID table gets one dense gradient per step instead of one per lookup. Per-example negatives that
+        repeat a few distinct items (``pooled_negatives``) are embedded once each and their logits gathered from
+        one (B, U) product; otherwise each (B, K) row is embedded on its own. With ``normalize`` (infoNCE) the
+        user vectors and the item rows are scaled to unit length.
         """
-
-        def embed(ids: torch.Tensor) -> torch.Tensor:
-            rows = self.items(ids)
-            return F.normalize(rows, dim=-1) if normalize else rows
-
+        hist, mask = trim_padding(histories, self.num_items)  # (B, T')
+        B, T = hist.shape
+        inverse = None
+        neg_ids = negatives.reshape(-1)
+        if negatives.dim() == 2:
+            distinct, inv = torch.unique(negatives, return_inverse=True)
+            if 4 * len(distinct) <= negatives.numel():
+                neg_ids, inverse = distinct, inv
+        rows = self.items(torch.cat([hist.reshape(-1), targets, neg_ids]))
+        h, pos, neg = rows.split([B * T, B, len(neg_ids)])
+        user = self.encoder.encode(h.reshape(B, T, -1), mask)  # (B, d)
+        if normalize:
+            user, pos, neg = (F.normalize(x, dim=-1) for x in (user, pos, neg))
         if negatives.dim() == 1:
-            return user @ embed(negatives).T  # (B, K)
-        distinct, inverse = torch.unique(negatives, return_inverse=True)
-        if 4 * len(distinct) <= negatives.numel():
-            return (user @ embed(distinct).T).gather(1, inverse)  # (B, U) -> (B, K)
-        return torch.einsum("bd,bkd->bk", user, embed(negatives))
+            return user, pos, user @ neg.T  # (B, K)
+        if inverse is not None:
+            return user, pos, (user @ neg.T).gather(1, inverse)  # (B, U) -> (B, K)
+        return user, pos, torch.einsum("bd,bkd->bk", user, neg.view(*negatives.shape, -1))
 
 
 Recommender = SequentialRecommender | DreamRec
