@@ -58,22 +58,9 @@ def redis_slow(bench: Bench, _results: dict[str, Any]) -> dict[str, Any]:
 
 
 def redis_flap(bench: Bench, _results: dict[str, Any]) -> dict[str, Any]:
-    proxy, stop = bench.proxy, threading.Event()
+    proxy = bench.proxy
     assert proxy is not None
-
-    def flap() -> None:
-        while not stop.is_set():
-            proxy.drop()
-            proxy.refuse = not proxy.refuse
-            time.sleep(0.05)
-        proxy.refuse = False
-
-    def end() -> None:
-        stop.set()
-        flapper.join()
-
-    flapper = threading.Thread(target=flap)
-    row = _outage(bench, "flap", flapper.start, end)
+    row = _outage(bench, "flap", lambda: proxy.start_flapping(0.05), proxy.stop_flapping)
     return {"period_ms": 50, **row}
 
 

@@ -182,11 +182,7 @@ def _kind_of_raw(value: Any) -> Kind:
 
 def _fit(kind: Kind, value: Any) -> Value:
     """``value`` (stored normalized: a JSON list for text) for a column of ``kind``; None if it does not fit."""
-    if value is None:
-        return None
     try:
-        if kind == "text" and isinstance(value, list | tuple):
-            return tuple(str(v) for v in value) or None
         return normalize(kind, value)
     except ValueError:
         return None

@@ -6,13 +6,18 @@ gets its own key prefix, deleted afterwards, so tests never see each other's use
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+import uvicorn
+from fastapi import FastAPI
 
 from core.artifact import resolve_artifact
 from service.settings import Settings
@@ -103,3 +108,20 @@ def redis_proxy(private_redis: RedisServer) -> Iterator[FaultyProxy]:
     proxy.start()
     yield proxy
     proxy.close()
+
+
+@contextlib.contextmanager
+def serving(app: FastAPI) -> Iterator[int]:
+    """Run ``app`` under uvicorn on a free port in a thread; yields the port, stops the server on leaving."""
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not srv.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        yield int(srv.servers[0].sockets[0].getsockname()[1])
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=30)

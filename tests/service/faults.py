@@ -118,6 +118,24 @@ class FaultyProxy:
         self._loop.call_soon_threadsafe(close_all)
         done.wait(5)
 
+    def start_flapping(self, period: float) -> None:
+        """Until ``stop_flapping``: every ``period`` seconds drop every connection and toggle ``refuse``."""
+        stop = self._flap_stop = threading.Event()
+
+        def flap() -> None:
+            while not stop.is_set():
+                self.drop()
+                self.refuse = not self.refuse
+                time.sleep(period)
+            self.refuse = False
+
+        self._flapper = threading.Thread(target=flap, daemon=True)
+        self._flapper.start()
+
+    def stop_flapping(self) -> None:
+        self._flap_stop.set()
+        self._flapper.join()
+
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
 

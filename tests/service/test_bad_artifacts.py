@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -30,6 +29,7 @@ from service.app import create_app
 from service.runtime import ModelRuntime
 from service.settings import Settings
 from service.state import ServiceState
+from tests.service.conftest import serving
 from tests.service.faults import (
     Edit,
     flip,
@@ -97,16 +97,8 @@ def server(root: Path, settings: Settings) -> Iterator[str]:
     app = create_app(
         settings.model_copy(update={"artifact": root, "reload_poll_seconds": POLL_SECONDS})
     )
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{srv.servers[0].sockets[0].getsockname()[1]}"
-    srv.should_exit = True
-    thread.join(timeout=30)
+    with serving(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 class ClientLoop:

@@ -5,36 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from core.artifact import write_current
 from service.app import create_app
 from service.settings import Settings
-from tests.service.conftest import train_tiny
+from tests.service.conftest import serving, train_tiny
 
 
 @pytest.fixture
 def server(settings: Settings) -> Iterator[str]:
     app = create_app(settings.model_copy(update={"max_k": 10_000}))
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    port = srv.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=30)
+    with serving(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_serve_recommend_add_item_and_hot_swap_under_load(

@@ -4,35 +4,25 @@ seconds, with reads and event writes; no answer but 200, and the store grows by 
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-import uvicorn
 
 from benchmarks.loadgen import run
 from service.app import create_app
 from service.settings import Settings
+from tests.service.conftest import serving
 
 
 @pytest.fixture
 def port(settings: Settings) -> Iterator[int]:
     # reads wait up to 1 s: a busy CI machine may not answer within the default 50 ms, and this test is about errors
     app = create_app(settings.model_copy(update={"redis_timeout_ms": 1000}))
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield int(srv.servers[0].sockets[0].getsockname()[1])
-    srv.should_exit = True
-    thread.join(timeout=30)
+    with serving(app) as port:
+        yield port
 
 
 def _mix(ids: list[str], users: int) -> list[dict[str, Any]]:

@@ -153,18 +153,8 @@ def test_flapping_redis_never_gives_a_5xx(
     artifact_root: Path, artifact: Path, redis_proxy: FaultyProxy
 ) -> None:
     ids, tally = _ids(artifact), Tally("redis flapping (connections dropped every 20 ms)")
-    stop = threading.Event()
-
-    def flap() -> None:
-        while not stop.is_set():
-            redis_proxy.drop()
-            redis_proxy.refuse = not redis_proxy.refuse
-            time.sleep(0.02)
-        redis_proxy.refuse = False
-
     with TestClient(create_app(_settings(artifact_root, redis_proxy.url))) as c:
-        flapper = threading.Thread(target=flap)
-        flapper.start()
+        redis_proxy.start_flapping(0.02)
         try:
             for i in range(60):
                 event = {"events": [{"user_id": f"f{i % 3}", "item_id": ids[i]}]}
@@ -172,8 +162,7 @@ def test_flapping_redis_never_gives_a_5xx(
                 tally(c.post("/recommend", json={"user_id": f"f{i % 3}", "k": 5}))
                 tally(c.post("/score", json={"requests": [{"user_id": "f0", "item_ids": ids[:3]}]}))
         finally:
-            stop.set()
-            flapper.join()
+            redis_proxy.stop_flapping()
         assert tally.counts["degraded"] + tally.counts["503"] > 0, "the flapping was never seen"
         for _ in range(3):  # the first call after the flapping may meet a connection dropped last
             c.post("/recommend", json={"user_id": "f0"})

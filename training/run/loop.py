@@ -111,9 +111,8 @@ class TrainLoop:
                     self.files.weights,
                     lambda p: save_file(cpu_state(self.model), str(p)),
                 )
-        if (
-            self.workers is not None
-        ):  # the early-stop state, so that all ranks stop after the same epoch
+        # every rank takes rank 0's early-stop state, so that all ranks stop after the same epoch
+        if self.workers is not None:
             shared = self.workers.share((self.best, self.best_epoch, self.history))
             self.best, self.best_epoch, self.history = shared
 
