@@ -142,7 +142,8 @@ def _measure(config: ExperimentConfig, prepared: Prepared, model: str) -> dict[s
         metrics = run_experiment(config, Path(tmp), prepared=prepared).metrics
     cold: dict[str, Any] = metrics["cold_items"]
     cold["train"] = {
-        k: metrics[k] for k in ("best_epoch", "epochs", "train_seconds", "train_cpu_seconds")
+        k: metrics[k]
+        for k in ("best_epoch", "epochs", "valid_best", "train_seconds", "train_cpu_seconds")
     }
     return cold
 

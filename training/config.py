@@ -94,6 +94,12 @@ class EmbeddingConfig(_Section):
         description="alphafuse: training-time rate at which an item occurrence's ID part is zeroed, so the "
         "encoder also learns to rank items that carry text only (new items)",
     )
+    id_decay: float = Field(
+        0.0,
+        ge=0.0,
+        description="alphafuse: AdamW's decoupled weight decay on the ID table alone; it pulls every trained "
+        "item's ID part toward zero, i.e. the item toward its text-only form (a soft anchor when null_dim = dim)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -111,10 +117,11 @@ class EmbeddingConfig(_Section):
     def _one_null_rule(self) -> EmbeddingConfig:
         if self.mode == "alphafuse" and (self.null_dim is None) == (self.null_threshold is None):
             raise ValueError("embedding: set exactly one of null_dim or null_threshold")
-        if self.id_dropout and self.mode != "alphafuse":
-            raise ValueError(
-                f"embedding.id_dropout applies to mode 'alphafuse' only, not {self.mode!r}"
-            )
+        for knob in ("id_dropout", "id_decay"):
+            if getattr(self, knob) and self.mode != "alphafuse":
+                raise ValueError(
+                    f"embedding.{knob} applies to mode 'alphafuse' only, not {self.mode!r}"
+                )
         return self
 
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from core.alphafuse import fit_semantic_basis, fuse, project
-from training.items.embeddings import AlphaFuseEmbedding, build_item_embedding
+from training.config import load_config
+from training.items.embeddings import AlphaFuseEmbedding, build_item_embedding, has_semantic_query
 from training.models.recommender import LossConfig, SequentialRecommender
 from training.models.sasrec import SASRec, SASRecConfig
+from training.run.loop import parameter_groups
+
+CONFIG = Path(__file__).resolve().parents[2] / "training" / "configs" / "ml-100k.toml"
 
 
 def _text(n: int = 60, D: int = 24) -> np.ndarray:
@@ -125,3 +131,54 @@ def test_id_dropout_zeroes_whole_id_parts_in_training_only() -> None:
         build_item_embedding("llminit", 60, 8, text_embeddings=E, id_dropout=0.1)
     with pytest.raises(ValueError, match="id_dropout"):
         build_item_embedding("alphafuse", 60, d, basis=basis, text_embeddings=E, id_dropout=1.0)
+
+
+def test_full_width_null_space_with_zero_ids_is_llminit_and_trains_like_it() -> None:
+    """null_dim = dim puts an ID part on every coordinate: with a zero ID init the table starts and trains as
+    LLMInit's does, and a new item (ID part zero) is still its text's projection."""
+    E, d = _text(), 16
+    basis = fit_semantic_basis(E, dim=d, null_dim=d)
+    af = build_item_embedding("alphafuse", 60, d, basis=basis, text_embeddings=E, id_init="zeros")
+    ll = build_item_embedding("llminit", 60, d, text_embeddings=E)
+    target = torch.from_numpy(np.random.default_rng(1).normal(size=(60, d)).astype(np.float32))
+    for items in (af, ll):
+        opt = torch.optim.Adam([p for p in items.parameters() if p.requires_grad], lr=1e-2)
+        for _ in range(3):
+            loss = ((items.table() - target) ** 2).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    torch.testing.assert_close(af.table(), ll.table())
+    assert not has_semantic_query(
+        af
+    )  # no pure-language coordinates left for the query's content term
+    torch.testing.assert_close(af.language[:60], torch.from_numpy(project(E, basis)).float())  # type: ignore[union-attr]
+
+
+def test_id_decay_shrinks_the_id_table_alone() -> None:
+    """embedding.id_decay is AdamW's decoupled decay on the ID table only: with no gradient, one step scales the
+    ID rows by (1 - lr * id_decay) and leaves every other weight as it was."""
+    E, d, d_n = _text(), 16, 6
+    basis = fit_semantic_basis(E, dim=d, null_dim=d_n)
+    items = build_item_embedding(
+        "alphafuse", 60, d, basis=basis, text_embeddings=E, id_init="normal"
+    )
+    model = SequentialRecommender(
+        items, SASRec(SASRecConfig(dim=d, max_len=6)), LossConfig("infonce", 5)
+    )
+    config = load_config(
+        CONFIG, ["embedding.id_decay=2.0", "train.weight_decay=0.0", "train.lr=0.1"]
+    )
+    groups = parameter_groups(model, config)
+    assert [len(g["params"]) for g in groups][1:] == [1]
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    opt = torch.optim.AdamW(groups, lr=0.1, weight_decay=0.0)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for name, p in model.named_parameters():
+        scale = 1 - 0.1 * 2.0 if name == "items.ids.weight" else 1.0
+        torch.testing.assert_close(p.detach(), before[name] * scale)
+    assert len(parameter_groups(model, load_config(CONFIG, []))) == 1
+    with pytest.raises(ValueError, match="id_decay applies to mode 'alphafuse' only"):
+        load_config(CONFIG, ['embedding.mode="llminit"', "embedding.id_decay=1.0"])

@@ -22,7 +22,7 @@ from training.data.dataset import Examples, SequenceDataset, Split
 from training.evaluation import evaluate as ev
 from training.evaluation.groups import group_masks, metrics_by_group
 from training.evaluation.sampled import PARTS, Part, sampled_evaluator
-from training.items.embeddings import has_null_space
+from training.items.embeddings import has_semantic_query
 from training.models.recommender import Recommender, table_scorer
 from training.models.semantic_query import LAST_N, semantic_query_scorer, semantic_query_vectors
 
@@ -156,7 +156,7 @@ def test_rankings(
         batch_size=cfg.batch_size,
     )
     sampled = sampled_evaluator(config, split, "test")(model, device, cfg.batch_size, (10, 20))
-    with_semq = bool(cfg.semantic_query_betas) and has_null_space(model.items)
+    with_semq = bool(cfg.semantic_query_betas) and has_semantic_query(model.items)
     return TestRankings(paired, sampled, with_semq)
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "alphafuse_with_null_space",
     "build_item_embedding",
     "has_null_space",
+    "has_semantic_query",
     "trim_padding",
 ]
 
@@ -168,6 +169,12 @@ def trim_padding(histories: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch
 def has_null_space(items: nn.Module) -> TypeGuard[AlphaFuseEmbedding]:
     """An AlphaFuse table with ID coordinates (null_dim > 0): what the semantic query and the remedies need."""
     return isinstance(items, AlphaFuseEmbedding) and items.null_dim > 0
+
+
+def has_semantic_query(items: nn.Module) -> TypeGuard[AlphaFuseEmbedding]:
+    """An AlphaFuse table with both ID coordinates and pure-language ones (0 < null_dim < dim): the semantic
+    query adds to the latter, so a table whose every coordinate hosts an ID part (null_dim = dim) has none."""
+    return has_null_space(items) and items.semantic_dim > 0
 
 
 def alphafuse_with_null_space(items: nn.Module, purpose: str) -> AlphaFuseEmbedding:

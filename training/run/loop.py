@@ -16,6 +16,7 @@ from training.config import ExperimentConfig
 from training.data.dataset import Split
 from training.evaluation.run_metrics import full_metrics
 from training.evaluation.sampled import SampledEvaluator, sampled_evaluator
+from training.items.embeddings import has_null_space
 from training.models.recommender import Recommender, pooled_negatives, sample_negatives
 from training.run.distributed import Workers
 from training.run.rundir import RunDir
@@ -50,7 +51,7 @@ class TrainLoop:
         # fused: one kernel over all parameters (CPU and CUDA); the per-tensor loop took ~9% of a DreamRec
         # step on one CPU thread, the fused step is 5-6x faster (same update, float32 rounding aside)
         self.optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad],
+            parameter_groups(model, config),
             lr=t.lr,
             weight_decay=t.weight_decay,
             fused=device.type in ("cpu", "cuda"),
@@ -283,3 +284,19 @@ class TrainLoop:
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's tensors on the CPU, contiguous, as safetensors wants them."""
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def parameter_groups(model: torch.nn.Module, config: ExperimentConfig) -> list[dict[str, Any]]:
+    """The trainable parameters as AdamW groups: the AlphaFuse ID table in a group of its own when
+    ``embedding.id_decay`` is set (its decay pulls ID parts toward zero), everything else under
+    ``train.weight_decay``."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    items = getattr(model, "items", None)
+    decay = config.embedding.id_decay
+    if not decay or not isinstance(items, torch.nn.Module) or not has_null_space(items):
+        return [{"params": trainable}]
+    ids = items.ids.weight
+    return [
+        {"params": [p for p in trainable if p is not ids]},
+        {"params": [ids], "weight_decay": decay},
+    ]

@@ -20,7 +20,12 @@ from typing import Any
 import torch
 
 from core.id_map import IdMap, fit_id_map, predict_id
-from training.items.embeddings import AlphaFuseEmbedding, alphafuse_with_null_space, has_null_space
+from training.items.embeddings import (
+    AlphaFuseEmbedding,
+    alphafuse_with_null_space,
+    has_null_space,
+    has_semantic_query,
+)
 from training.models.recommender import Recommender, table_scorer
 from training.models.semantic_query import LAST_N, semantic_query_scorer
 from training.protocols.cold_items.metrics import ScoreFn, evaluate_cold_items
@@ -144,6 +149,7 @@ def cold_item_metrics(
                 "fit_items": int(items.id_keep[: items.num_items].sum().item()),
             },
         }
+    if remedies and has_semantic_query(items):
         result["remedy_semantic_query"] = [
             {"beta": beta, "last_n": LAST_N, **figures(semantic_query_scorer(model, beta))}
             for beta in betas
