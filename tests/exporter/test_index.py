@@ -8,7 +8,7 @@ import faiss
 import numpy as np
 import pytest
 
-from exporter.index import build_index, recall_at_k
+from exporter.index import HEADROOM, K_FACTOR, build_index, recall_at_k
 
 
 def _structured(n: int, d: int, seed: int) -> np.ndarray:
@@ -133,3 +133,21 @@ def test_bad_inputs_are_rejected(items: np.ndarray) -> None:
         build_index(bad)
     with pytest.raises(ValueError, match="dimension"):
         build_index(items, kind="hnsw", queries=items[:5, :10])
+
+
+def test_pq_exports_four_times_the_first_refine_factor_that_reaches_the_target(
+    items: np.ndarray, held_out: np.ndarray
+) -> None:
+    """Headroom for the items added after export: the written factor is HEADROOM x the first one that reaches
+    recall@10 0.99 on the exported items (capped at the largest tried)."""
+    index, spec = build_index(items, kind="pq", queries=held_out)
+    exact = faiss.IndexFlatIP(items.shape[1])
+    exact.add(items)
+    kth = exact.search(held_out, 10)[0][:, -1]
+    first = K_FACTOR[0]
+    while True:
+        faiss.ParameterSpace().set_index_parameter(index, "k_factor_rf", first)
+        if recall_at_k(items, held_out, index.search(held_out, 10)[1], kth) >= 0.99:
+            break
+        first *= 2
+    assert spec.params["k_factor_rf"] == min(HEADROOM * first, K_FACTOR[1]) > first
