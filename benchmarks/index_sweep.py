@@ -106,7 +106,7 @@ def _candidates(
         index.add(items)
         print(f"built {factory} in {time.perf_counter() - t0:.1f} s", flush=True)
         nprobes = [{"nprobe": p} for p in (8, 16, 32)] if "IVF" in factory else [{}]
-        refine = [{"k_factor_rf": f} for f in (4, 8, 16, 32)] if "RFlat" in factory else [{}]
+        refine = [{"k_factor_rf": f} for f in (4, 8, 16, 32, 64)] if "RFlat" in factory else [{}]
         out.append((factory, index, [{**a, **b} for a in nprobes for b in refine]))
     return out
 

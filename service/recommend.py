@@ -22,6 +22,7 @@ from service.metrics import ServiceMetrics
 from service.popularity import Popularity
 from service.runtime import ModelRuntime, Query
 from service.schemas import (
+    HistorySource,
     RecommendBatchRequest,
     RecommendBatchResponse,
     RecommendRequest,
@@ -31,7 +32,14 @@ from service.schemas import (
 from service.settings import Settings
 from service.store import HistoryStore
 
-__all__ = ["answer_requests", "check_request", "model_answer", "plan", "recommend_batch"]
+__all__ = [
+    "answer_requests",
+    "check_request",
+    "model_answer",
+    "plan",
+    "read_histories",
+    "recommend_batch",
+]
 
 BATCH_ROUTE = "/recommend/batch"
 
@@ -107,7 +115,7 @@ async def answer_requests(
 ) -> list[RecommendResponse | RequestError]:
     """The answer of each (already checked) request, or the ``RequestError`` it alone gets; ``route`` labels the
     degraded-answer metric when the store fails."""
-    histories, degraded = await _histories(state, requests, rt.max_len, route)
+    histories, degraded = await read_histories(state, requests, rt.max_len, route)
     plans: list[tuple[Query, list[str]] | RequestError] = []
     for request, ids in zip(requests, histories, strict=True):
         try:
@@ -128,10 +136,11 @@ async def answer_requests(
     return results
 
 
-async def _histories(
-    state: BatchHost, requests: Sequence[RecommendRequest], n: int, route: str
+async def read_histories(
+    state: BatchHost, requests: Sequence[HistorySource], n: int, route: str
 ) -> tuple[list[Sequence[str]], bool]:
-    """Each request's history: its inline one, else its user's stored one, read for all users in one round trip.
+    """Each request's history (a ``/recommend`` or a ``/score`` one): its inline one, else its user's stored one,
+    read for all users in one round trip.
 
     If the store fails, the users' histories are empty (their answers come from the popularity fallback) and the
     second value is True.

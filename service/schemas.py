@@ -84,7 +84,7 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class _HistorySource(_Body):
+class HistorySource(_Body):
     """A history given inline (``history``) or read from the store (``user_id``); at least one of the two."""
 
     model_config = ConfigDict(json_schema_extra=_ONE_SOURCE)
@@ -95,7 +95,7 @@ class _HistorySource(_Body):
     )
 
     @model_validator(mode="after")
-    def _one_source(self) -> _HistorySource:
+    def _one_source(self) -> HistorySource:
         if self.user_id is None and self.history is None:
             raise ValueError("give user_id (stored history) or history (item ids, oldest first)")
         return self
@@ -152,7 +152,7 @@ _FILTER_DOC = Field(
 )
 
 
-class RecommendRequest(_HistorySource):
+class RecommendRequest(HistorySource):
     k: int = Field(default=10, ge=1, strict=True, description="at most RECSYS_MAX_K (default 1000)")
     exclude_seen: bool = Field(
         default=True, strict=True, description="leave out the items of the history"
@@ -199,7 +199,7 @@ class RecommendBatchResponse(BaseModel):
     )
 
 
-class ScoreQuery(_HistorySource):
+class ScoreQuery(HistorySource):
     item_ids: list[Id] = Field(min_length=1)
 
 

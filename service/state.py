@@ -12,7 +12,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from service.batcher import Batcher
 from service.errors import NotReadyError, RequestError, StoreUnavailableError, check_limit
 from service.metrics import ServiceMetrics
 from service.popularity import Popularity
-from service.recommend import answer_requests, check_request
+from service.recommend import answer_requests, check_request, read_histories
 from service.runtime import ModelRuntime
 from service.schemas import (
     EventsRequest,
@@ -150,16 +150,14 @@ class ServiceState:
         s = self.settings
         check_limit("requests", len(body.requests), s.max_batch)
         self.hidden.expire(rt)
-        histories, candidates, unknowns, known = [], [], [], []
-        degraded = False
         for i, q in enumerate(body.requests):
             check_limit(f"requests[{i}].item_ids", len(q.item_ids), s.max_candidates)
-            try:  # once the store failed, the batch's other stored histories are not waited for
-                ids = await self._history_ids(
-                    None if degraded else q.user_id, q.history, rt.max_len
-                )
-            except StoreUnavailableError as exc:
-                ids, degraded = (), self._degraded("/score", exc)
+            if q.history is not None:
+                check_limit("history", len(q.history), s.max_history)
+        # every stored history of the call in one round trip; a store fault: those requests get the fallback
+        ids_of, degraded = await read_histories(self, body.requests, rt.max_len, "/score")
+        histories, candidates, unknowns, known = [], [], [], []
+        for i, (q, ids) in enumerate(zip(body.requests, ids_of, strict=True)):
             rows, unknown = rt.lookup(ids)
             cand = np.fromiter(
                 (rt.row_of.get(c, -1) for c in q.item_ids), np.int64, len(q.item_ids)
@@ -202,25 +200,6 @@ class ServiceState:
         if not histories:
             return []
         return await rt.run(rt.score, histories, [np.maximum(c, 0) for c in candidates])
-
-    async def _history_ids(
-        self, user_id: str | None, history: list[str] | None, n: int
-    ) -> Sequence[str]:
-        """The given history, else the user's stored one (``StoreUnavailableError`` if the store fails)."""
-        if history is not None:
-            check_limit("history", len(history), self.settings.max_history)
-            return history
-        if user_id is None:  # only when an earlier store read of the same request failed
-            return ()
-        t0 = time.perf_counter()
-        ids = await self.store.read_history(user_id, n)
-        self.metrics.stage_seconds.labels("history").observe(time.perf_counter() - t0)
-        return ids
-
-    def _degraded(self, route: str, exc: StoreUnavailableError) -> bool:
-        # no log line: one per request in an outage
-        self.metrics.degraded.labels(route, exc.reason).inc()
-        return True
 
     # ---- /events, /items, /items/hide, /items/restore ----
 

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from service.errors import RequestError, StoreUnavailableError
 from service.metrics import ServiceMetrics
-from service.schemas import RecommendRequest, RecommendResponse
+from service.schemas import RecommendRequest, RecommendResponse, ScoreRequest
 from service.settings import Settings
 from service.state import ServiceState
 from service.store import Event, MemoryStore
@@ -148,6 +148,41 @@ def test_micro_batches_hold_at_most_max_micro_batch_calls(
         assert all(isinstance(a, RecommendResponse) and a.source == "model" for a in answers)
         assert [u for read in store.reads for u in read] == [f"u{u}" for u in range(7)]
         assert max(len(read) for read in store.reads) == max_micro_batch
+        await state.close()
+
+    asyncio.run(main())
+
+
+def test_a_score_call_reads_all_its_stored_histories_at_once(
+    artifact_root: Path, artifact: Path
+) -> None:
+    """/score with several requests by user_id: one store read for the call, the same scores as the inline
+    histories; a store fault leaves those requests to the popularity fallback, counted once each."""
+    ids = _ids(artifact)
+    histories = {f"u{u}": ids[10 * u : 10 * u + 6] for u in range(4)}
+    candidates = ids[100:120]
+
+    async def main() -> None:
+        store = RecordingStore()
+        await store.append_events([Event(u, i) for u, h in histories.items() for i in h], keep=50)
+        state = _state(artifact_root, store)
+        await state.reload(artifact_root)
+        by_user = [{"user_id": u, "item_ids": candidates} for u in histories]
+        inline = [{"history": h, "item_ids": candidates} for h in histories.values()]
+        got = await state.score(ScoreRequest.model_validate({"requests": [*by_user, inline[0]]}))
+        assert store.reads == [list(histories)]
+        want = await state.score(ScoreRequest.model_validate({"requests": inline}))
+        assert [r.scores for r in got.results[:4]] == [r.scores for r in want.results]
+        assert {r.source for r in got.results} == {"model"}
+        assert not got.degraded
+        store.fail = True
+        faulted = await state.score(
+            ScoreRequest.model_validate({"requests": [*by_user, inline[0]]})
+        )
+        assert faulted.degraded
+        assert [r.source for r in faulted.results] == ["popular"] * 4 + ["model"]
+        assert faulted.results[4].scores == want.results[0].scores
+        assert state.metrics.degraded.labels("/score", "unavailable")._value.get() == 4
         await state.close()
 
     asyncio.run(main())
