@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from results_io import load_records, save_json
 
-from training.config import ExperimentConfig, add_override_option, load_config
+from training.config import ExperimentConfig, TrainConfig, add_override_option, load_config
 from training.experiment import Prepared, prepare, run_experiment
 from training.protocols.cold_items import ColdItemSplit, evaluate_cold_items
 from training.protocols.cold_items.baselines import BASELINES, popularity_scorer, text_knn_scorer
@@ -54,6 +54,7 @@ SETTINGS = ["train.max_epochs=6", "train.patience=3", "data.max_len=20", "train.
 KEYS = ["HR@10", "NDCG@10", "HR@20", "NDCG@20"]
 # the README recipe's --semantic-query-beta: plotted beside each variant's own figures
 SERVED_BETA = 0.5
+DEFAULT_NEGATIVES = TrainConfig.model_fields["negatives"].default  # "pooled"
 EMBEDDING = "embedding."  # the overrides that make a model variant (baselines ignore them)
 
 
@@ -177,8 +178,13 @@ def _without_embedding(overrides: list[str]) -> list[str]:
 
 
 def _label(r: dict[str, Any]) -> str:
+    """``<embedding> <variant>``, marked ``(shared)`` for a trained model from before ``pooled`` was the default
+    sampler (records without ``negatives``), so runs of both samplers never share a row."""
     base = r["embedding"] or r["model"]
-    return f"{base} {r['variant']}" if r.get("variant") else base
+    label = f"{base} {r['variant']}" if r.get("variant") else base
+    if r["model"] in BASELINES or r.get("negatives", "shared") == DEFAULT_NEGATIVES:
+        return label
+    return f"{label} ({r.get('negatives', 'shared')})"
 
 
 REMEDIES = {"remedy_expected_id": "+mean ID", "remedy_id_regression": "+ID map"}  # offline only
