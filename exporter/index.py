@@ -48,7 +48,8 @@ K = 10
 EF_SEARCH = (64, 1024)  # first and last efSearch tried
 NPROBE_START = 8
 K_FACTOR = (4, 64)  # first and last refine factor tried
-HEADROOM = 4  # the exported refine factor over the first that reaches the target (capped at K_FACTOR[1])
+# the exported refine factor over the first that reaches the target (capped at K_FACTOR[1])
+HEADROOM = 4
 
 
 def build_index(
