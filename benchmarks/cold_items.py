@@ -182,9 +182,10 @@ def _label(r: dict[str, Any]) -> str:
     sampler (records without ``negatives``), so runs of both samplers never share a row."""
     base = r["embedding"] or r["model"]
     label = f"{base} {r['variant']}" if r.get("variant") else base
-    if r["model"] in BASELINES or r.get("negatives", "shared") == DEFAULT_NEGATIVES:
-        return label
-    return f"{label} ({r.get('negatives', 'shared')})"
+    sampler = r.get("negatives", "shared")
+    return (
+        label if r["model"] in BASELINES or sampler == DEFAULT_NEGATIVES else f"{label} ({sampler})"
+    )
 
 
 REMEDIES = {"remedy_expected_id": "+mean ID", "remedy_id_regression": "+ID map"}  # offline only

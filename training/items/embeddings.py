@@ -166,12 +166,12 @@ def trim_padding(histories: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch
     return histories[:, first:], mask[:, first:]
 
 
-def has_null_space(items: nn.Module) -> TypeGuard[AlphaFuseEmbedding]:
+def has_null_space(items: object) -> TypeGuard[AlphaFuseEmbedding]:
     """An AlphaFuse table with ID coordinates (null_dim > 0): what the semantic query and the remedies need."""
     return isinstance(items, AlphaFuseEmbedding) and items.null_dim > 0
 
 
-def has_semantic_query(items: nn.Module) -> TypeGuard[AlphaFuseEmbedding]:
+def has_semantic_query(items: object) -> TypeGuard[AlphaFuseEmbedding]:
     """An AlphaFuse table with both ID coordinates and pure-language ones (0 < null_dim < dim): the semantic
     query adds to the latter, so a table whose every coordinate hosts an ID part (null_dim = dim) has none."""
     return has_null_space(items) and items.semantic_dim > 0

@@ -293,7 +293,7 @@ def parameter_groups(model: torch.nn.Module, config: ExperimentConfig) -> list[d
     trainable = [p for p in model.parameters() if p.requires_grad]
     items = getattr(model, "items", None)
     decay = config.embedding.id_decay
-    if not decay or not isinstance(items, torch.nn.Module) or not has_null_space(items):
+    if not decay or not has_null_space(items):
         return [{"params": trainable}]
     ids = items.ids.weight
     return [
