@@ -19,7 +19,7 @@ Every trainer, exporter and service path calls these functions; nothing else re-
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ __all__ = [
     "fit_semantic_basis",
     "fuse",
     "load_basis",
+    "map_language",
     "project",
     "save_basis",
 ]
@@ -200,6 +201,22 @@ def cold_start(
         return language
     rows = language.reshape(-1, basis.dim)  # (N, d)
     return fuse(rows, predict_id(rows, id_map), basis).reshape(language.shape)
+
+
+def map_language(basis: SemanticBasis, matrix: ArrayLike) -> SemanticBasis:
+    """The basis whose projection is followed by a (d, d) linear map of the language coordinates.
+
+    A model that learns one map shared by every item's language part (``embedding.language_map``) serves new items
+    through this basis: ``project(E, map_language(basis, M)) == project(E, basis) @ M`` for trained and new items
+    alike, so a new item's row still comes from its text alone. The eigenvalues keep describing the fitted text.
+
+    Raises:
+        ValueError: ``matrix`` is not (d, d).
+    """
+    M = np.asarray(matrix, dtype=np.float64)
+    if M.shape != (basis.dim, basis.dim):
+        raise ValueError(f"the language map must be ({basis.dim}, {basis.dim}), got {M.shape}")
+    return replace(basis, projection=basis.projection @ M)
 
 
 def save_basis(basis: SemanticBasis, path: Path) -> None:

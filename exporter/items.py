@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
+from core.alphafuse import save_basis
 from core.artifact import ITEM_IDS_FILE, ITEMS_FILE, POPULARITY_FILE, SEMANTIC_BASIS_FILE
 from core.attributes import Column, FieldSpec, build_column, infer_kind, write_columns
 from training.data.readers import load_item_fields
 from training.run.checkpoint import LoadedRun
-from training.run.rundir import RunDir
 
 __all__ = ["item_columns", "write_items"]
 
@@ -58,8 +57,8 @@ def write_items(
     (out / ITEMS_FILE).write_bytes(items_npy)
     (out / ITEM_IDS_FILE).write_text(json.dumps(run.item_ids) + "\n")
     np.save(out / POPULARITY_FILE, _popularity(run, run_dir), allow_pickle=False)
-    if run.basis is not None:
-        shutil.copyfile(RunDir(run_dir).basis, out / SEMANTIC_BASIS_FILE)
+    if run.basis is not None:  # the loaded basis: the trained language map, if any, folded in
+        save_basis(run.basis, out / SEMANTIC_BASIS_FILE)
     return write_columns(out, columns) if columns else ()
 
 

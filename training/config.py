@@ -100,6 +100,11 @@ class EmbeddingConfig(_Section):
         description="alphafuse: AdamW's decoupled weight decay on the ID table alone; it pulls every trained "
         "item's ID part toward zero, i.e. the item toward its text-only form (a soft anchor when null_dim = dim)",
     )
+    language_map: Literal["none", "scale", "linear"] = Field(
+        "none",
+        description="alphafuse: one trainable map shared by every item's language part (a per-coordinate scale "
+        "or a d x d matrix, both starting as the identity); new items get it too, through the exported basis",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -117,8 +122,8 @@ class EmbeddingConfig(_Section):
     def _one_null_rule(self) -> EmbeddingConfig:
         if self.mode == "alphafuse" and (self.null_dim is None) == (self.null_threshold is None):
             raise ValueError("embedding: set exactly one of null_dim or null_threshold")
-        for knob in ("id_dropout", "id_decay"):
-            if getattr(self, knob) and self.mode != "alphafuse":
+        for knob in ("id_dropout", "id_decay", "language_map"):
+            if getattr(self, knob) not in (0.0, "none") and self.mode != "alphafuse":
                 raise ValueError(
                     f"embedding.{knob} applies to mode 'alphafuse' only, not {self.mode!r}"
                 )

@@ -14,6 +14,7 @@ from core.alphafuse import (
     fit_semantic_basis,
     fuse,
     load_basis,
+    map_language,
     project,
     save_basis,
 )
@@ -85,6 +86,18 @@ def test_projecting_an_items_own_text_reproduces_its_row_space_part() -> None:
     table = fuse(project(E, basis), np.zeros((150, 4)), basis)
     np.testing.assert_allclose(cold_start(E[7], basis), table[7], atol=1e-12)
     np.testing.assert_allclose(cold_start(E[:5], basis), table[:5], atol=1e-12)
+
+
+def test_a_language_map_folds_into_the_basis() -> None:
+    E = _embeddings(120, 16)
+    basis = fit_semantic_basis(E, dim=10, null_dim=4)
+    M = np.random.default_rng(3).normal(size=(10, 10))
+    mapped = map_language(basis, M)
+    np.testing.assert_allclose(project(E, mapped), project(E, basis) @ M, atol=1e-10)
+    np.testing.assert_array_equal(mapped.eigenvalues, basis.eigenvalues)
+    assert (mapped.null_dim, mapped.scale) == (basis.null_dim, basis.scale)
+    with pytest.raises(ValueError, match=r"language map must be \(10, 10\)"):
+        map_language(basis, np.eye(9))
 
 
 def test_cold_start_id_part_is_exactly_zero() -> None:

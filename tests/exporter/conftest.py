@@ -15,9 +15,9 @@ CONFIG = Path(__file__).resolve().parents[2] / "training" / "configs" / "ml-100k
 TINY = ["data.max_len=20", "train.max_epochs=1", "train.threads=1"]
 
 
-def tiny_config(shared: Path, mode: str) -> ExperimentConfig:
+def tiny_config(shared: Path, mode: str, *overrides: str) -> ExperimentConfig:
     path = f'data.source.path="{shared / "ml-100k"}"'
-    return load_config(CONFIG, [path, *TINY, f'embedding.mode="{mode}"'])
+    return load_config(CONFIG, [path, *TINY, f'embedding.mode="{mode}"', *overrides])
 
 
 @pytest.fixture(scope="package")
@@ -39,4 +39,15 @@ def alphafuse_run(
 def id_run(shared_data: Path, prepared: Prepared, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("run-id")
     run_experiment(tiny_config(shared_data, "id"), run_dir, prepared=prepared)
+    return run_dir
+
+
+@pytest.fixture(scope="package")
+def language_map_run(
+    shared_data: Path, prepared: Prepared, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """AlphaFuse with a trained d x d language map shared by all items."""
+    run_dir = tmp_path_factory.mktemp("run-language-map")
+    config = tiny_config(shared_data, "alphafuse", 'embedding.language_map="linear"')
+    run_experiment(config, run_dir, prepared=prepared)
     return run_dir

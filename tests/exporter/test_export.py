@@ -13,10 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+from core.alphafuse import cold_start, fuse, load_basis
 from core.artifact import ArtifactError, open_artifact, resolve_artifact
 from exporter.cli import add_export_command
 from exporter.export import MAX_PARITY_DIFF, export_run
 from exporter.onnx_encoder import ort_session, parity_diffs
+from training.items.embeddings import AlphaFuseEmbedding
+from training.run.builder import Prepared
 from training.run.checkpoint import load_run
 
 
@@ -204,3 +207,25 @@ def test_semantic_query_is_exported_in_the_encoder_graph_and_served(
     with pytest.raises(ValueError, match="needs an alphafuse model"):
         export_run(id_run, tmp_path / "b", semantic_query_beta=0.5)
     assert not (tmp_path / "b").exists()
+
+
+def test_a_trained_language_map_is_folded_into_the_served_basis(
+    language_map_run: Path, prepared: Prepared, tmp_path: Path
+) -> None:
+    """A new item is served as its text projected through the artifact's basis: with a language map that basis
+    carries the map, so an item's row is exactly that projection plus its ID part, trained and new items alike."""
+    path = export_run(language_map_run, tmp_path)
+    run = load_run(language_map_run)
+    items = run.model.items
+    assert isinstance(items, AlphaFuseEmbedding)
+    served = load_basis(path / "semantic_basis.npz")
+    fitted = load_basis(language_map_run / "semantic_basis.npz")
+    assert not np.allclose(served.projection, fitted.projection, atol=1e-4)  # the map trained
+    table = np.load(path / "items.npy", allow_pickle=False)  # (N, d)
+    ids = fuse(
+        np.zeros_like(table), items.id_table().detach().numpy(), served
+    )  # (N, d) ID parts alone
+    assert prepared.text_embeddings is not None
+    np.testing.assert_allclose(
+        table - ids, cold_start(prepared.text_embeddings, served), rtol=1e-4, atol=1e-4
+    )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.alphafuse import fit_semantic_basis, fuse, project
+from core.alphafuse import fit_semantic_basis, fuse, map_language, project
 from training.config import load_config
 from training.items.embeddings import AlphaFuseEmbedding, build_item_embedding, has_semantic_query
 from training.models.recommender import LossConfig, SequentialRecommender
@@ -182,3 +182,51 @@ def test_id_decay_shrinks_the_id_table_alone() -> None:
     assert len(parameter_groups(model, load_config(CONFIG, []))) == 1
     with pytest.raises(ValueError, match="id_decay applies to mode 'alphafuse' only"):
         load_config(CONFIG, ['embedding.mode="llminit"', "embedding.id_decay=1.0"])
+
+
+@pytest.mark.parametrize("kind", ["scale", "linear"])
+def test_language_map_starts_as_identity_and_new_items_get_it_from_their_text(kind: str) -> None:
+    """embedding.language_map: one trainable map shared by every language part. It starts as the identity; once
+    trained it moves every row's language part (the frozen buffer stays), and an item with no ID part is exactly
+    its text projected through the basis with the map folded in (what the service does for a new item)."""
+    torch.manual_seed(0)
+    E, d, d_n = _text(), 16, 6
+    basis = fit_semantic_basis(E[:50], dim=d, null_dim=d_n)
+    seen = np.arange(60) < 50  # the last 10 items are new: their ID part stays zero
+    plain = build_item_embedding("alphafuse", 60, d, basis=basis, text_embeddings=E, seen=seen)
+    items = build_item_embedding(
+        "alphafuse",
+        60,
+        d,
+        basis=basis,
+        text_embeddings=E,
+        seen=seen,
+        language_map=kind,  # type: ignore[arg-type]
+    )
+    assert isinstance(items, AlphaFuseEmbedding)
+    torch.testing.assert_close(items.table(), plain.table())
+    frozen = items.language.clone()
+    target = torch.from_numpy(np.random.default_rng(1).normal(size=(60, d)).astype(np.float32))
+    opt = torch.optim.Adam([p for p in items.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(5):
+        loss = ((items.table() - target) ** 2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        matrix = items.language_map_matrix()
+    assert matrix is not None
+    assert float((matrix - torch.eye(d)).abs().max()) > 1e-3  # the map trained
+    assert kind == "linear" or torch.equal(matrix, torch.diag(torch.diagonal(matrix)))
+    assert torch.equal(items.language, frozen)
+    folded = map_language(basis, matrix.double().numpy())
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            items.table()[50:].numpy(), project(E[50:], folded), rtol=1e-4, atol=1e-4
+        )
+        np.testing.assert_allclose(
+            items(torch.arange(60)).numpy(), items.table().numpy(), rtol=1e-5, atol=1e-5
+        )
+    assert plain.language_map_matrix() is None  # type: ignore[operator]
+    with pytest.raises(ValueError, match="language_map applies to mode 'alphafuse' only"):
+        load_config(CONFIG, ['embedding.mode="llminit"', 'embedding.language_map="linear"'])

@@ -12,6 +12,10 @@ and ``table() -> (N, d)`` (the full item table used for scoring). Input and outp
   as cold-start items are at serving time. With ``id_dropout`` p > 0, training zeroes each item occurrence's ID
   part with probability p (history rows, targets, negatives and the full table alike; no rescaling), so the
   encoder also learns to rank items that carry their language part only, the form a new item is served in.
+  With ``language_map`` ``scale`` or ``linear``, one trainable map shared by all items (a per-coordinate scale, or
+  a d x d matrix; both start as the identity) re-weights the language part before the ID part is added. It has no
+  per-item parameters, so a new item still gets its row from its text alone: the exporter folds the map into the
+  basis the service projects new items with (``core.alphafuse.map_language``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ __all__ = [
     "AlphaFuseEmbedding",
     "IDEmbedding",
     "ItemEmbedding",
+    "LanguageMap",
     "alphafuse_with_null_space",
     "build_item_embedding",
     "has_null_space",
@@ -37,6 +42,7 @@ __all__ = [
 ]
 
 IdInit = Literal["zeros", "normal"]
+LanguageMap = Literal["none", "scale", "linear"]
 
 
 class ItemEmbedding(nn.Module):
@@ -94,6 +100,7 @@ class AlphaFuseEmbedding(ItemEmbedding):
         init_std: float = 1.0,
         seen: torch.Tensor | None = None,
         id_dropout: float = 0.0,
+        language_map: LanguageMap = "none",
     ) -> None:
         super().__init__()
         N, d = language.shape
@@ -116,6 +123,32 @@ class AlphaFuseEmbedding(ItemEmbedding):
         if keep.shape != (N + 1,):
             raise ValueError(f"seen must have shape ({N},), got {tuple(seen.shape)}")  # type: ignore[union-attr]
         self.register_buffer("id_keep", keep)  # (N+1,) 1 = trainable ID row, 0 = held at zero
+        self.language_map = language_map
+        # the map is identity + map_delta, so it starts as the identity and any weight decay pulls it back there
+        shape = {"none": None, "scale": (d,), "linear": (d, d)}[language_map]
+        self.map_delta = None if shape is None else nn.Parameter(torch.zeros(shape))
+
+    def _mapped(self, lang: torch.Tensor) -> torch.Tensor:
+        """(..., d) language coordinates through the shared language map (unchanged without one)."""
+        if self.map_delta is None:
+            return lang
+        if self.map_delta.dim() == 1:
+            return lang * (1.0 + self.map_delta)
+        return lang + lang @ self.map_delta
+
+    def language_map_matrix(self) -> torch.Tensor | None:
+        """The (d, d) shared language map (None without one): a row's language part is ``language @ matrix``."""
+        if self.map_delta is None:
+            return None
+        eye = torch.eye(self.dim, dtype=self.map_delta.dtype, device=self.map_delta.device)
+        delta = self.map_delta
+        return eye + (torch.diag(delta) if delta.dim() == 1 else delta)
+
+    def language_rows(self, item_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., d) the language part of rows ``item_idx`` (all N rows if None), the shared map applied: an item's
+        row without its ID part, i.e. what a new item with the same text is served as."""
+        lang = self.language[: self.num_items] if item_idx is None else self.language[item_idx]
+        return self._mapped(lang)
 
     def _dropped(self, ids: torch.Tensor) -> torch.Tensor:
         """(..., d_n) ID parts with whole rows zeroed at rate ``id_dropout`` while training."""
@@ -134,7 +167,7 @@ class AlphaFuseEmbedding(ItemEmbedding):
         return self.ids.weight[: self.num_items] * self.id_keep[: self.num_items, None]
 
     def table(self) -> torch.Tensor:
-        lang = self.language[: self.num_items]  # (N, d)
+        lang = self.language_rows()  # (N, d)
         if self.null_dim == 0:
             return lang
         d_s = self.semantic_dim
@@ -142,7 +175,7 @@ class AlphaFuseEmbedding(ItemEmbedding):
         return torch.cat([lang[:, :d_s], lang[:, d_s:] + ids], dim=1)  # (N, d)
 
     def forward(self, item_idx: torch.Tensor) -> torch.Tensor:
-        lang = self.language[item_idx]  # (..., d)
+        lang = self.language_rows(item_idx)  # (..., d)
         if self.null_dim == 0:
             return lang
         ids = self._dropped(self.ids(item_idx) * self.id_keep[item_idx].unsqueeze(-1))  # (..., d_n)
@@ -200,6 +233,7 @@ def build_item_embedding(
     seen: NDArray[np.bool_] | None = None,
     fit_rows: NDArray[np.int64] | None = None,
     id_dropout: float = 0.0,
+    language_map: LanguageMap = "none",
 ) -> ItemEmbedding:
     """Build the item-embedding module of a mode.
 
@@ -214,9 +248,12 @@ def build_item_embedding(
         seen: (N,) items present in the training data; ``alphafuse`` keeps the others' ID rows at zero.
         fit_rows: rows whose text fits the ``llminit`` projection (default all; ``cold_items``: the warm ones).
         id_dropout: ``alphafuse`` only: the training-time rate at which an item occurrence's ID part is zeroed.
+        language_map: ``alphafuse`` only: ``scale`` or ``linear`` trains one map shared by every language part.
     """
-    if id_dropout and mode != "alphafuse":
-        raise ValueError(f"id_dropout applies to mode 'alphafuse' only, got mode {mode!r}")
+    if (id_dropout or language_map != "none") and mode != "alphafuse":
+        raise ValueError(
+            f"id_dropout and language_map apply to mode 'alphafuse' only, got mode {mode!r}"
+        )
     if mode == "id":
         return IDEmbedding(num_items, dim, std=init_std)
     if text_embeddings is None or len(text_embeddings) != num_items:
@@ -239,5 +276,6 @@ def build_item_embedding(
             init_std=init_std,
             seen=seen_t,
             id_dropout=id_dropout,
+            language_map=language_map,
         )
     raise ValueError(f"unknown item-embedding mode {mode!r}; expected id, llminit or alphafuse")

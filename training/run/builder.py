@@ -177,7 +177,7 @@ def _item_table(
     ):  # AlphaFuse's frozen language table and id_keep mask are buffers in the checkpoint
         if basis is not None:
             language = torch.zeros(source.num_items, emb.dim)  # (N, d)
-            return AlphaFuseEmbedding(language, basis.null_dim)
+            return AlphaFuseEmbedding(language, basis.null_dim, language_map=emb.language_map)
         return IDEmbedding(source.num_items, emb.dim)
     seen = split.train_sequences.item_interaction_counts() > 0 if emb.zero_unseen_ids else None
     return build_item_embedding(
@@ -191,6 +191,7 @@ def _item_table(
         seen=seen,
         fit_rows=split.rules.fit_rows,
         id_dropout=emb.id_dropout,
+        language_map=emb.language_map,
     )
 
 

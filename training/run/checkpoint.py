@@ -19,8 +19,9 @@ import torch
 from numpy.typing import NDArray
 from safetensors.torch import load_file
 
-from core.alphafuse import SemanticBasis, load_basis
+from core.alphafuse import SemanticBasis, load_basis, map_language
 from training.config import ExperimentConfig
+from training.items.embeddings import AlphaFuseEmbedding
 from training.models.recommender import Recommender
 from training.run.builder import TrainedShapes, build_model
 from training.run.rundir import RunDir
@@ -38,7 +39,8 @@ class LoadedRun:
         config: the run's resolved experiment config.
         item_ids: external id of every item row (row i = item_idx i).
         model: the best checkpoint, in eval mode.
-        basis: the AlphaFuse basis (``alphafuse`` mode), else None.
+        basis: the basis that embeds an item's text as the model's rows do (``alphafuse`` mode), else None: the
+            fitted AlphaFuse basis, with the trained language map folded in when the model has one.
         popularity: (N,) training interaction counts, None for runs written before they were saved.
     """
 
@@ -81,8 +83,18 @@ def load_run(run_dir: Path, device: str | torch.device = "cpu") -> LoadedRun:
     model = build_model(config, shapes, basis)
     _check_shapes(weights, model, state)
     model.load_state_dict(state)
+    basis = _text_basis(basis, model)
     popularity = _read_popularity(files.popularity, len(item_ids))
     return LoadedRun(config, item_ids, model.to(device).eval(), basis, popularity)
+
+
+def _text_basis(basis: SemanticBasis | None, model: Recommender) -> SemanticBasis | None:
+    """``basis`` followed by the model's trained language map, if it has one (`core.alphafuse.map_language`)."""
+    items = getattr(model, "items", None)
+    matrix = items.language_map_matrix() if isinstance(items, AlphaFuseEmbedding) else None
+    if basis is None or matrix is None:
+        return basis
+    return map_language(basis, matrix.detach().double().cpu().numpy())
 
 
 def _language_width(

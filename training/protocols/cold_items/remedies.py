@@ -70,7 +70,7 @@ def fit_item_id_map(items: AlphaFuseEmbedding, seed: int = 0) -> IdMap:
     """
     with torch.no_grad():
         trained = items.id_keep[: items.num_items].bool().cpu().numpy()  # (N,)
-        language = items.language[: items.num_items].double().cpu().numpy()  # (N, d)
+        language = items.language_rows().double().cpu().numpy()  # (N, d)
         ids = items.id_table().double().cpu().numpy()  # (N, d_n)
     return fit_id_map(language[trained], ids[trained], seed=seed)
 
@@ -96,7 +96,7 @@ def id_regression_table(
     with torch.no_grad():
         table = items.table().detach().clone()  # (N, d)
         cold = torch.from_numpy(split.cold_items).to(table.device)  # (C,)
-        language = items.language[cold].double().cpu().numpy()  # (C, d)
+        language = items.language_rows(cold).double().cpu().numpy()  # (C, d)
         predicted = torch.from_numpy(predict_id(language, id_map)).to(table)  # (C, d_n)
         table[cold, items.semantic_dim :] += predicted
     return table, id_map
