@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+from numpy.typing import NDArray
 from results_io import load_records, save_json
 from serve_load import drive_level, drop_prefix, start_pinned
 
@@ -45,9 +47,9 @@ sys.path.insert(0, str(REPO))
 def main() -> int:
     args = _args()
     if args.compute_only:
-        print(
-            json.dumps(compute_floor(args.artifact, _histories(args), args.batches, args.duration))
-        )
+        grow = None if args.grow_from is None else (np.load(args.grow_from), args.grow_to)
+        floor = compute_floor(args.artifact, _histories(args), args.batches, args.duration, grow)
+        print(json.dumps(floor))
         return 0
     histories = _histories(args)
     with ExitStack() as stack:
@@ -100,6 +102,13 @@ def _args() -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=REPO / "benchmarks/results/serve_floors.json")
     p.add_argument("--compute-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 32], help=argparse.SUPPRESS)
+    p.add_argument(
+        "--grow-from",
+        type=Path,
+        help="--compute-only: an (M, d_l) .npy of text embeddings; the catalogue grows to --grow-to items from "
+        "them (as POST /items would) before the compute floor is measured",
+    )
+    p.add_argument("--grow-to", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     args.artifact = args.artifact.resolve()
     return args
@@ -229,14 +238,25 @@ def _compute_rows(args: argparse.Namespace) -> dict[int, dict[str, Any]]:
 
 
 def compute_floor(
-    artifact: Path, histories: dict[str, list[str]], batches: list[int], seconds: float
+    artifact: Path,
+    histories: dict[str, list[str]],
+    batches: list[int],
+    seconds: float,
+    grow: tuple[NDArray[np.float32], int] | None = None,
 ) -> dict[int, dict[str, Any]]:
-    """Requests per second of ``ModelRuntime.recommend`` on micro-batches of each size (one thread, as served)."""
+    """Requests per second of ``ModelRuntime.recommend`` on micro-batches of each size (one thread, as served).
+
+    ``grow`` = (text embeddings E, n): first add new items until the catalogue holds n, each a row of E drawn at
+    random plus a little noise (a catalogue grown through ``POST /items`` from variants of the same texts), so the
+    index search costs what it costs on the grown catalogue.
+    """
     from core.artifact import resolve_artifact
     from service.metrics import ServiceMetrics
     from service.runtime import ModelRuntime, Query
 
     rt = ModelRuntime.load(resolve_artifact(artifact), 1, ServiceMetrics())
+    if grow is not None:
+        _grow(rt, *grow)
     queries = [Query(rt.lookup(h)[0], 10, frozenset()) for h in histories.values()]
     out = {}
     for b in batches:
@@ -254,6 +274,16 @@ def compute_floor(
         }
     rt.close()
     return out
+
+
+def _grow(rt: Any, text: NDArray[np.float32], target: int) -> None:
+    rng = np.random.default_rng(0)
+    spread = 0.05 * float(text.std())
+    for start in range(rt.size, target, 4096):
+        n = min(4096, target - start)
+        emb = text[rng.integers(len(text), size=n)] + rng.normal(0, spread, (n, text.shape[1]))
+        ids = [f"grown-{start + i}" for i in range(n)]
+        rt.add_items(ids, [""] * n, emb.astype(np.float32))
 
 
 def ratios(

@@ -6,7 +6,10 @@ through ``POST /items`` (dataset texts reused with a suffix), load real user his
 then drive ``/recommend`` (k=10, history from Redis) and ``/score`` (100 candidates) from ``benchmarks/loadgen.py``
 pinned to core 1: closed loop at several concurrencies and open loop at fixed rates; then ``/recommend`` with
 filters passing 1%, 10% and 50% of the catalogue and ``/similar`` (``benchmarks/filter_rows.py``) closed loop at
-``--filter-concurrency``. Ends with the per-stage breakdown read from ``/metrics``.
+``--filter-concurrency``. Ends with the per-stage breakdown read from ``/metrics`` and the floors
+(``benchmarks/serve_floors.py`` on the exported artifact, and the compute floor on the grown catalogue): the service
+as a share of what HTTP alone and its own compute allow on this machine, and its capacity at p99 <= 5 ms as a share
+of the grown compute floor.
 
     .venv/bin/python benchmarks/serve_load.py                      # ~15 min; writes benchmarks/results/serve.json
     .venv/bin/python benchmarks/serve_load.py --run-dir runs/sports-alphafuse-s0 --duration 5
@@ -47,6 +50,7 @@ def main() -> int:
     from core.artifact import ITEM_IDS_FILE, MANIFEST_FILE, resolve_artifact
     from exporter.export import export_run
     from training.data.readers import load_dataset
+    from training.items.text_embeddings import embed_item_texts
     from training.run.rundir import RunDir
 
     config = RunDir(run_dir).read_config()
@@ -95,6 +99,11 @@ def main() -> int:
         server.terminate()
         server.wait(timeout=30)
         drop_prefix(args.redis_url, prefix)
+    try:
+        if args.floor_rounds:
+            text = embed_item_texts(dataset.item_texts, config.text)  # the training cache's copy
+            results["floors"] = _floors(args, root, text, results["recommend"])
+    finally:
         shutil.rmtree(root, ignore_errors=True)
     payload = {
         "dataset": config.name,
@@ -142,7 +151,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--users", type=int, default=5_000)
     p.add_argument("--duration", type=float, default=10.0, help="seconds per load level")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
-    p.add_argument("--rates", type=int, nargs="+", default=[500, 1000, 1500])
+    p.add_argument("--rates", type=int, nargs="+", default=[250, 500, 750, 1000, 1500])
     p.add_argument("--score-rates", type=int, nargs="+", default=[200, 400])
     p.add_argument(
         "--filter-concurrency",
@@ -154,6 +163,12 @@ def _args() -> argparse.Namespace:
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     p.add_argument("--port", type=int, default=8391)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks/results/serve.json")
+    p.add_argument(
+        "--floor-rounds",
+        type=int,
+        default=3,
+        help="rounds of benchmarks/serve_floors.py on the served artifact afterwards (0: skip the floors)",
+    )
     p.add_argument(
         "--no-freeze-heap",
         action="store_true",
@@ -430,6 +445,71 @@ def drop_prefix(url: str, prefix: str) -> None:
         client.delete(*keys[start : start + 10_000])
 
 
+P99_TARGET_MS = 5.0
+
+
+def _floors(
+    args: argparse.Namespace, root: Path, text: np.ndarray, recommend: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The served model against its floors, one core each as above (``benchmarks/serve_floors.py``):
+
+    - ``ratios``: the bare-HTTP floor, the compute floor and the service with inline and with Redis histories on
+      the exported artifact (its trained items), each row as a share of its floors;
+    - ``compute_grown``: the compute floor with the catalogue grown to ``--items`` as the run above grew it;
+    - ``capacity_rps``: the highest open-loop rate above whose p99 was at most 5 ms with no errors, and
+      ``capacity_over_compute``: that rate over the grown compute floor's best batch.
+    """
+    script = str(REPO / "benchmarks/serve_floors.py")
+    with tempfile.TemporaryDirectory(prefix="serve-floors-") as tmp:
+        out, grow_from = Path(tmp) / "floors.json", Path(tmp) / "text.npy"
+        np.save(grow_from, text.astype(np.float32), allow_pickle=False)
+        cmd = [sys.executable, script, "--artifact", str(root), "--out", str(out)]
+        cmd += ["--rounds", str(args.floor_rounds), "--redis-url", args.redis_url]
+        subprocess.run(cmd, check=True, cwd=REPO)
+        record = json.loads(out.read_text())[-1]
+        cmd = ["taskset", "-c", "0", sys.executable, script, "--compute-only"]
+        cmd += [
+            "--artifact",
+            str(root),
+            "--grow-from",
+            str(grow_from),
+            "--grow-to",
+            str(args.items),
+        ]
+        cmd += ["--batches", "1", "8", "32"]
+        grown = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    capacity = max(
+        (
+            r["rate"]
+            for r in recommend
+            if r["mode"] == "open" and r["errors"] == 0 and r["p99_ms"] <= P99_TARGET_MS
+        ),
+        default=0,
+    )
+    best = max(level["rps"] for level in grown.values())
+    return {
+        "artifact": record["artifact"],
+        "settings": record["settings"],
+        "compute": record["compute"],
+        "ratios": record["ratios"],
+        "compute_grown": grown,
+        "capacity_rps": capacity,
+        "capacity_over_compute": round(capacity / best, 3),
+    }
+
+
+def _print_floors(floors: dict[str, Any]) -> None:
+    print(f"\nfloors on the exported artifact ({floors['artifact']['items']} items):")
+    for level, values in floors["ratios"].items():
+        shown = {k: v for k, v in values.items() if "over" in k and "cpu" not in k}
+        print(f"  {level}: {json.dumps(shown)}")
+    grown = {b: level["rps"] for b, level in floors["compute_grown"].items()}
+    print(
+        f"  compute floor on the grown catalogue (req/s by batch): {json.dumps(grown)}; capacity at p99 <= "
+        f"{P99_TARGET_MS:g} ms: {floors['capacity_rps']} req/s = {floors['capacity_over_compute']} of it"
+    )
+
+
 def _print_table(payload: dict[str, Any]) -> None:
     print(
         f"\n{payload['dataset']} {payload['embedding']}: {payload['trained_items']} trained items, index "
@@ -467,6 +547,8 @@ def _print_table(payload: dict[str, Any]) -> None:
         "| catalogue growth:",
         json.dumps(payload["grow"]),
     )
+    if "floors" in payload:
+        _print_floors(payload["floors"])
     if "profile" in payload:
         prof = payload["profile"]
         print(
