@@ -453,8 +453,8 @@ def _floors(
 ) -> dict[str, Any]:
     """The served model against its floors, one core each as above (``benchmarks/serve_floors.py``):
 
-    - ``ratios``: the bare-HTTP floor, the compute floor and the service with inline and with Redis histories on
-      the exported artifact (its trained items), each row as a share of its floors;
+    - ``rows`` and ``ratios``: the bare-HTTP floor, the compute floor and the service with inline and with Redis
+      histories on the exported artifact (its trained items), each row as a share of its floors;
     - ``compute_grown``: the compute floor with the catalogue grown to ``--items`` as the run above grew it;
     - ``capacity_rps``: the highest open-loop rate above whose p99 was at most 5 ms with no errors, and
       ``capacity_over_compute``: that rate over the grown compute floor's best batch.
@@ -487,9 +487,14 @@ def _floors(
         default=0,
     )
     best = max(level["rps"] for level in grown.values())
+    keep = ("concurrency", "requests", "errors", "rps", "p50_ms", "p99_ms", "rps_rounds")
     return {
         "artifact": record["artifact"],
         "settings": record["settings"],
+        "rows": {
+            name: [{k: level[k] for k in keep} for level in levels]
+            for name, levels in record["rows"].items()
+        },
         "compute": record["compute"],
         "ratios": record["ratios"],
         "compute_grown": grown,
