@@ -247,6 +247,16 @@ def _set_ddim_steps(run: LoadedRun, steps: int | None) -> None:
 def _user_encoder(run: LoadedRun, beta: float) -> tuple[UserEncoder, SemanticQuerySpec | None]:
     """The encoder the graph is exported from: the model's own, or wrapped in the semantic query."""
     encoder = run.model.encoder
+    if isinstance(encoder, SemanticQueryEncoder):  # trained with its query: served as trained
+        if beta not in (0, encoder.beta):
+            raise ValueError(
+                f"this model was trained with its semantic query (beta {encoder.beta}); it is served with that "
+                f"beta, got semantic_query_beta={beta}"
+            )
+        spec = SemanticQuerySpec(
+            beta=encoder.beta, last_n=encoder.last_n, semantic_dim=encoder.semantic_dim
+        )
+        return encoder, spec
     if beta == 0:
         return encoder, None
     mode = run.config.embedding.mode

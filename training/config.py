@@ -167,6 +167,12 @@ class ModelConfig(_Section):
     num_blocks: int = Field(1, ge=1)
     num_heads: int = Field(1, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    semantic_query_beta: float = Field(
+        0.0,
+        ge=0.0,
+        description="sasrec with alphafuse: train (and serve) the user vector as the semantic query with this beta, "
+        "so the encoder learns beside the history's content term instead of meeting it only at serving time",
+    )
     llmesr: LLMESRSettings = LLMESRSettings()
 
 
@@ -271,6 +277,22 @@ class ExperimentConfig(_Section):
                 "model llmesr needs embedding.mode = 'llminit' (its ID view is PCA-initialised from "
                 f"the language embeddings) and an even embedding.dim = 2 x view dim; got "
                 f"mode={emb.mode!r}, dim={emb.dim}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _trained_query_has_language_coordinates(self) -> ExperimentConfig:
+        emb, beta = self.embedding, self.model.semantic_query_beta
+        if beta and not (
+            self.model.name == "sasrec"
+            and emb.mode == "alphafuse"
+            and emb.null_dim is not None
+            and 0 < emb.null_dim < emb.dim
+        ):
+            raise ValueError(
+                "model.semantic_query_beta needs model.name='sasrec', embedding.mode='alphafuse' and "
+                f"0 < embedding.null_dim < embedding.dim; got {self.model.name!r}, {emb.mode!r}, "
+                f"null_dim={emb.null_dim}, dim={emb.dim}"
             )
         return self
 

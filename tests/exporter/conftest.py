@@ -51,3 +51,14 @@ def language_map_run(
     config = tiny_config(shared_data, "alphafuse", 'embedding.language_map="linear"')
     run_experiment(config, run_dir, prepared=prepared)
     return run_dir
+
+
+@pytest.fixture(scope="package")
+def trained_query_run(
+    shared_data: Path, prepared: Prepared, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """SASRec-AlphaFuse trained with its semantic query (beta 0.5) as its user vector."""
+    run_dir = tmp_path_factory.mktemp("run-trained-query")
+    config = tiny_config(shared_data, "alphafuse", "model.semantic_query_beta=0.5")
+    run_experiment(config, run_dir, prepared=prepared)
+    return run_dir

@@ -229,3 +229,30 @@ def test_a_trained_language_map_is_folded_into_the_served_basis(
     np.testing.assert_allclose(
         table - ids, cold_start(prepared.text_embeddings, served), rtol=1e-4, atol=1e-4
     )
+
+
+def test_a_model_trained_with_its_semantic_query_is_served_with_it(
+    trained_query_run: Path, tmp_path: Path
+) -> None:
+    """model.semantic_query_beta: the user vector is the semantic query in training, offline scoring and the
+    exported graph alike; the manifest says so, and another beta at export is refused."""
+    from training.models.semantic_query import SemanticQueryEncoder, semantic_query
+
+    run = load_run(trained_query_run)
+    encoder = run.model.encoder
+    assert isinstance(encoder, SemanticQueryEncoder)
+    assert (encoder.beta, encoder.semantic_dim) == (0.5, 64)
+    histories = torch.tensor([[1682, 1682, 5, 17, 99], [3, 1, 4, 1, 5]])  # (B, L), pad = N = 1682
+    mask = histories != 1682
+    with torch.no_grad():
+        rows = run.model.items(histories)
+        plain = encoder.encoder.encode(rows, mask)
+        expected = semantic_query(plain, rows, mask, 64, 0.5)
+        torch.testing.assert_close(run.model.user_vectors(histories), expected)
+    assert float((expected - plain).abs().max()) > 0.1  # the content term is really there
+    path = export_run(trained_query_run, tmp_path / "a")  # checks the graph against torch
+    spec = open_artifact(path, verify=True).encoder.semantic_query
+    assert spec is not None
+    assert (spec.beta, spec.semantic_dim) == (0.5, 64)
+    with pytest.raises(ValueError, match="trained with its semantic query"):
+        export_run(trained_query_run, tmp_path / "b", semantic_query_beta=1.0)

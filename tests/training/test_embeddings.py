@@ -230,3 +230,10 @@ def test_language_map_starts_as_identity_and_new_items_get_it_from_their_text(ki
     assert plain.language_map_matrix() is None  # type: ignore[operator]
     with pytest.raises(ValueError, match="language_map applies to mode 'alphafuse' only"):
         load_config(CONFIG, ['embedding.mode="llminit"', 'embedding.language_map="linear"'])
+
+
+def test_a_trained_semantic_query_needs_language_coordinates() -> None:
+    assert load_config(CONFIG, ["model.semantic_query_beta=0.5"]).model.semantic_query_beta == 0.5
+    for bad in ('embedding.mode="llminit"', "embedding.null_dim=128", "embedding.null_dim=0"):
+        with pytest.raises(ValueError, match="semantic_query_beta needs"):
+            load_config(CONFIG, ["model.semantic_query_beta=0.5", bad])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from torch import nn
 from training.items.embeddings import ItemEmbedding, trim_padding
 from training.models.dreamrec import DreamRec
 from training.models.sasrec import SASRec
+
+if TYPE_CHECKING:  # semantic_query imports this module
+    from training.models.semantic_query import SemanticQueryEncoder
 
 __all__ = [
     "LossConfig",
@@ -109,7 +112,9 @@ class SequentialRecommender(nn.Module):
         torch.Tensor | None
     )  # (N,) bool non-persistent buffer: items the ``ce`` softmax leaves out
 
-    def __init__(self, items: ItemEmbedding, encoder: SASRec, loss: LossConfig) -> None:
+    def __init__(
+        self, items: ItemEmbedding, encoder: SASRec | SemanticQueryEncoder, loss: LossConfig
+    ) -> None:
         super().__init__()
         if items.dim != encoder.config.dim:
             raise ValueError(f"item dim {items.dim} != encoder dim {encoder.config.dim}")

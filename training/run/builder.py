@@ -30,6 +30,7 @@ from training.models.llmesr.model import LLMESR, LLMESRConfig, build_llmesr
 from training.models.llmesr.setup import set_up_distillation
 from training.models.recommender import LossConfig, Recommender, SequentialRecommender
 from training.models.sasrec import SASRec, SASRecConfig
+from training.models.semantic_query import SemanticQueryEncoder
 
 __all__ = [
     "Prepared",
@@ -160,7 +161,10 @@ def build_model(
     items = _item_table(config, source, basis)
     if name == "dreamrec":
         return DreamRec(items, DreamRecEncoder(dreamrec_config(config, max_len)))
-    encoder = SASRec(sasrec_config(config, max_len))
+    sasrec = SASRec(sasrec_config(config, max_len))
+    beta, null_dim = config.model.semantic_query_beta, config.embedding.null_dim or 0
+    # trained with its semantic query, and served with it: the exported encoder is this one
+    encoder = SemanticQueryEncoder(sasrec, items.dim - null_dim, beta) if beta else sasrec
     model = SequentialRecommender(items, encoder, loss_config(config))
     exclusion = None if source.split is None else source.split.rules.loss_exclusion
     model.exclude_from_loss(None if exclusion is None else torch.from_numpy(exclusion))
