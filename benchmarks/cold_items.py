@@ -55,7 +55,9 @@ KEYS = ["HR@10", "NDCG@10", "HR@20", "NDCG@20"]
 # the README recipe's --semantic-query-beta: plotted beside each variant's own figures
 SERVED_BETA = 0.5
 DEFAULT_NEGATIVES = TrainConfig.model_fields["negatives"].default  # "pooled"
-EMBEDDING = "embedding."  # the overrides that make a model variant (baselines ignore them)
+EMBEDDING = "embedding."
+# the overrides that make a model variant (baselines ignore them)
+VARIANT = (EMBEDDING, "model.semantic_query_beta")
 
 
 def main() -> None:
@@ -168,13 +170,13 @@ def _record(
 
 
 def _variant(overrides: list[str]) -> str:
-    """The ``embedding.*`` overrides of a run, e.g. ``id_dropout=0.3``: they make a model variant of its own
-    (a separate key and table row); other overrides (epochs, evaluation options) do not."""
-    return " ".join(o.removeprefix(EMBEDDING) for o in overrides if o.startswith(EMBEDDING))
+    """The ``embedding.*`` overrides of a run, e.g. ``id_dropout=0.3``, and a trained semantic query: they make a
+    model variant of its own (a separate key and table row); other overrides (epochs, evaluation options) do not."""
+    return " ".join(o.removeprefix(EMBEDDING) for o in overrides if o.startswith(VARIANT))
 
 
 def _without_embedding(overrides: list[str]) -> list[str]:
-    return [o for o in overrides if not o.startswith(EMBEDDING)]
+    return [o for o in overrides if not o.startswith(VARIANT)]
 
 
 def _label(r: dict[str, Any]) -> str:
