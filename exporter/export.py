@@ -24,7 +24,7 @@ import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faiss
 import numpy as np
@@ -246,7 +246,9 @@ def _set_ddim_steps(run: LoadedRun, steps: int | None) -> None:
 
 def _user_encoder(run: LoadedRun, beta: float) -> tuple[UserEncoder, SemanticQuerySpec | None]:
     """The encoder the graph is exported from: the model's own, or wrapped in the semantic query."""
-    encoder = run.model.encoder
+    encoder = cast(
+        UserEncoder, run.model.encoder
+    )  # SASRec, DreamRec's sampler, or SASRec with its query
     if isinstance(encoder, SemanticQueryEncoder):  # trained with its query: served as trained
         if beta not in (0, encoder.beta):
             raise ValueError(

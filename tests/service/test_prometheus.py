@@ -176,6 +176,9 @@ class Client:
         self.connection.close()
 
 
+CLIENT_OWN_P99 = 1e-3  # seconds: the most the test client's own share of a request adds at the p99
+
+
 def bucket(seconds: float) -> int:
     """Index of the histogram bucket holding ``seconds`` (the one whose upper bound is the first >= it)."""
     return bisect.bisect_left(LATENCY_BUCKETS, seconds)
@@ -269,10 +272,11 @@ def test_every_dashboard_query_returns_data_and_the_p99_matches_the_client(
         bucket(client_p99),
         time.monotonic() - started,
     )
-    # Each request's server time is part of its client time, so the server's p99 is at most the client's: its
-    # bucket is the client's or a lower one. The client's own time (sending, reading) is a fraction of a
-    # millisecond, less than one bucket's width: the server's p99 is at most one bucket below.
-    assert bucket(client_p99) - 1 <= bucket(server_p99) <= bucket(client_p99), (
+    # Each request's server time is part of its client time, so the server's p99 is at most the client's: at most
+    # the upper bound of the client's bucket (the histogram interpolates inside a bucket). The client's own time
+    # (sending, reading, in Python on a shared 2-core machine) is under a millisecond even at its p99, which can
+    # span more than one of the narrow low buckets: the server's p99 is at most that much below.
+    assert client_p99 - CLIENT_OWN_P99 <= server_p99 <= LATENCY_BUCKETS[bucket(client_p99)], (
         server_p99,
         client_p99,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -21,10 +21,6 @@ from torch import nn
 
 from training.items.embeddings import ItemEmbedding, trim_padding
 from training.models.dreamrec import DreamRec
-from training.models.sasrec import SASRec
-
-if TYPE_CHECKING:  # semantic_query imports this module
-    from training.models.semantic_query import SemanticQueryEncoder
 
 __all__ = [
     "LossConfig",
@@ -105,6 +101,21 @@ def pooled_negatives(
     return batch_pool[torch.randint(0, pool_size, (targets.shape[0], k), generator=generator)]
 
 
+class _Width(Protocol):
+    @property
+    def dim(self) -> int: ...
+
+
+class SequenceEncoder(Protocol):
+    """What the recommender needs of its sequence encoder (an ``nn.Module``): SASRec, or SASRec wrapped in the
+    semantic query (``training.models.semantic_query.SemanticQueryEncoder``) when trained with it."""
+
+    @property
+    def config(self) -> _Width: ...
+
+    def encode(self, item_emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
+
+
 class SequentialRecommender(nn.Module):
     """Item embeddings + SASRec encoder, with scoring and the training loss."""
 
@@ -112,9 +123,7 @@ class SequentialRecommender(nn.Module):
         torch.Tensor | None
     )  # (N,) bool non-persistent buffer: items the ``ce`` softmax leaves out
 
-    def __init__(
-        self, items: ItemEmbedding, encoder: SASRec | SemanticQueryEncoder, loss: LossConfig
-    ) -> None:
+    def __init__(self, items: ItemEmbedding, encoder: SequenceEncoder, loss: LossConfig) -> None:
         super().__init__()
         if items.dim != encoder.config.dim:
             raise ValueError(f"item dim {items.dim} != encoder dim {encoder.config.dim}")

@@ -204,7 +204,7 @@ class LLMESR(SequentialRecommender):
     def __init__(
         self, items: DualViewItems, encoder: DualViewEncoder, loss: LossConfig, alpha: float
     ) -> None:
-        super().__init__(items, encoder, loss)  # type: ignore[arg-type]
+        super().__init__(items, encoder, loss)
         self.alpha = alpha
         for name in ("last_histories", "last_targets", "neighbours"):
             self.register_buffer(name, torch.zeros(0, dtype=torch.long), persistent=False)
