@@ -26,20 +26,22 @@ def prepared(shared_data: Path) -> Prepared:
     return prepare(tiny_config(shared_data, "alphafuse"), with_text=True)
 
 
+def _trained(config: ExperimentConfig, prepared: Prepared, factory: pytest.TempPathFactory) -> Path:
+    run_dir = factory.mktemp(f"run-{config.embedding.mode}")
+    run_experiment(config, run_dir, prepared=prepared)
+    return run_dir
+
+
 @pytest.fixture(scope="package")
 def alphafuse_run(
     shared_data: Path, prepared: Prepared, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    run_dir = tmp_path_factory.mktemp("run-alphafuse")
-    run_experiment(tiny_config(shared_data, "alphafuse"), run_dir, prepared=prepared)
-    return run_dir
+    return _trained(tiny_config(shared_data, "alphafuse"), prepared, tmp_path_factory)
 
 
 @pytest.fixture(scope="package")
 def id_run(shared_data: Path, prepared: Prepared, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("run-id")
-    run_experiment(tiny_config(shared_data, "id"), run_dir, prepared=prepared)
-    return run_dir
+    return _trained(tiny_config(shared_data, "id"), prepared, tmp_path_factory)
 
 
 @pytest.fixture(scope="package")
@@ -47,10 +49,8 @@ def language_map_run(
     shared_data: Path, prepared: Prepared, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """AlphaFuse with a trained d x d language map shared by all items."""
-    run_dir = tmp_path_factory.mktemp("run-language-map")
     config = tiny_config(shared_data, "alphafuse", 'embedding.language_map="linear"')
-    run_experiment(config, run_dir, prepared=prepared)
-    return run_dir
+    return _trained(config, prepared, tmp_path_factory)
 
 
 @pytest.fixture(scope="package")
@@ -58,7 +58,5 @@ def trained_query_run(
     shared_data: Path, prepared: Prepared, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """SASRec-AlphaFuse trained with its semantic query (beta 0.5) as its user vector."""
-    run_dir = tmp_path_factory.mktemp("run-trained-query")
     config = tiny_config(shared_data, "alphafuse", "model.semantic_query_beta=0.5")
-    run_experiment(config, run_dir, prepared=prepared)
-    return run_dir
+    return _trained(config, prepared, tmp_path_factory)

@@ -10,7 +10,12 @@ import torch
 
 from core.alphafuse import fit_semantic_basis, fuse, map_language, project
 from training.config import load_config
-from training.items.embeddings import AlphaFuseEmbedding, build_item_embedding, has_semantic_query
+from training.items.embeddings import (
+    AlphaFuseEmbedding,
+    ItemEmbedding,
+    build_item_embedding,
+    has_semantic_query,
+)
 from training.models.recommender import LossConfig, SequentialRecommender
 from training.models.sasrec import SASRec, SASRecConfig
 from training.run.loop import parameter_groups
@@ -20,6 +25,16 @@ CONFIG = Path(__file__).resolve().parents[2] / "training" / "configs" / "ml-100k
 
 def _text(n: int = 60, D: int = 24) -> np.ndarray:
     return np.random.default_rng(0).normal(size=(n, D)).astype(np.float32)
+
+
+def _fit_table(items: ItemEmbedding, target: torch.Tensor, steps: int) -> None:
+    """``steps`` Adam steps (lr 1e-2) of the trainable weights toward ``items.table() == target``."""
+    opt = torch.optim.Adam([p for p in items.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(steps):
+        loss = ((items.table() - target) ** 2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
 
 
 def test_alphafuse_table_matches_core_fuse() -> None:
@@ -142,12 +157,7 @@ def test_full_width_null_space_with_zero_ids_is_llminit_and_trains_like_it() -> 
     ll = build_item_embedding("llminit", 60, d, text_embeddings=E)
     target = torch.from_numpy(np.random.default_rng(1).normal(size=(60, d)).astype(np.float32))
     for items in (af, ll):
-        opt = torch.optim.Adam([p for p in items.parameters() if p.requires_grad], lr=1e-2)
-        for _ in range(3):
-            loss = ((items.table() - target) ** 2).sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        _fit_table(items, target, steps=3)
     torch.testing.assert_close(af.table(), ll.table())
     assert not has_semantic_query(
         af
@@ -207,12 +217,7 @@ def test_language_map_starts_as_identity_and_new_items_get_it_from_their_text(ki
     torch.testing.assert_close(items.table(), plain.table())
     frozen = items.language.clone()
     target = torch.from_numpy(np.random.default_rng(1).normal(size=(60, d)).astype(np.float32))
-    opt = torch.optim.Adam([p for p in items.parameters() if p.requires_grad], lr=1e-2)
-    for _ in range(5):
-        loss = ((items.table() - target) ** 2).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _fit_table(items, target, steps=5)
     with torch.no_grad():
         matrix = items.language_map_matrix()
     assert matrix is not None

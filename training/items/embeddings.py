@@ -123,7 +123,6 @@ class AlphaFuseEmbedding(ItemEmbedding):
         if keep.shape != (N + 1,):
             raise ValueError(f"seen must have shape ({N},), got {tuple(seen.shape)}")  # type: ignore[union-attr]
         self.register_buffer("id_keep", keep)  # (N+1,) 1 = trainable ID row, 0 = held at zero
-        self.language_map = language_map
         # the map is identity + map_delta, so it starts as the identity and any weight decay pulls it back there
         shape = {"none": None, "scale": (d,), "linear": (d, d)}[language_map]
         self.map_delta = None if shape is None else nn.Parameter(torch.zeros(shape))
