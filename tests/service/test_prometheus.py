@@ -176,9 +176,6 @@ class Client:
         self.connection.close()
 
 
-CLIENT_OWN_P99 = 1e-3  # seconds: the most the test client's own share of a request adds at the p99
-
-
 def bucket(seconds: float) -> int:
     """Index of the histogram bucket holding ``seconds`` (the one whose upper bound is the first >= it)."""
     return bisect.bisect_left(LATENCY_BUCKETS, seconds)
@@ -273,10 +270,11 @@ def test_every_dashboard_query_returns_data_and_the_p99_matches_the_client(
         time.monotonic() - started,
     )
     # Each request's server time is part of its client time, so the server's p99 is at most the client's: at most
-    # the upper bound of the client's bucket (the histogram interpolates inside a bucket). The client's own time
-    # (sending, reading, in Python on a shared 2-core machine) is under a millisecond even at its p99, which can
-    # span more than one of the narrow low buckets: the server's p99 is at most that much below.
-    assert client_p99 - CLIENT_OWN_P99 <= server_p99 <= LATENCY_BUCKETS[bucket(client_p99)], (
+    # the upper bound of the client's bucket (the histogram interpolates inside a bucket). The client's own share
+    # (sending, reading, Python's pauses on a shared 2-core machine) has reached a third of its p99 (server 1.47 ms
+    # against client 2.13 ms, 3.90 against 5.93), so the server's p99 is only held to at least half the client's:
+    # enough to catch a wrong unit, route or histogram, not machine noise.
+    assert client_p99 / 2 <= server_p99 <= LATENCY_BUCKETS[bucket(client_p99)], (
         server_p99,
         client_p99,
     )
