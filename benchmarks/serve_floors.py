@@ -7,6 +7,11 @@ On the same pinned core (core 0; the load generator on core 1), one after the ot
   ONNX encode, index search), no HTTP, at batch 1 and at batch ``max(--concurrency)``;
 - ``inline``: ``POST /recommend`` with the history in the body (``--history-len`` ids);
 - ``redis``: ``POST /recommend`` by ``user_id``, the same histories stored in Redis through ``POST /events``;
+  every user is read again and again and never written during the rows, so after its first read each history
+  comes from the service's history cache (the cache's best case; the hit rate is recorded);
+- ``inline@cache off``, ``redis@cache off``: the same two rows from a second service started with the history cache
+  off (``RECSYS_HISTORY_CACHE_USERS=0``): every history read goes to Redis (the cache's worst case is this plus a
+  dictionary lookup per read);
 - the load generator's own ceiling: requests per CPU second of ``loadgen.py`` during each row (``cpu_rps``); a row
   whose generator was busy for most of its wall time measured the generator, not the server.
 
@@ -37,6 +42,7 @@ from typing import Any
 import httpx
 import numpy as np
 from numpy.typing import NDArray
+from prometheus_client.parser import text_string_to_metric_families
 from results_io import load_records, save_json
 from serve_load import drive_level, drop_prefix, start_pinned
 
@@ -57,7 +63,10 @@ def main() -> int:
         targets.update(_service_targets(args, stack, histories, REPO, 1, ""))
         if args.baseline is not None:  # another version of the service, side by side
             targets.update(_service_targets(args, stack, histories, args.baseline, 2, "@baseline"))
+        off = {"RECSYS_HISTORY_CACHE_USERS": "0"}
+        targets.update(_service_targets(args, stack, histories, REPO, 3, "@cache off", off))
         rows, compute = measure(args, targets)
+        cache = history_cache_lookups(args.port + 1)
     record = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(args.machine_note),
@@ -71,6 +80,7 @@ def main() -> int:
         "baseline": None if args.baseline is None else str(args.baseline),
         "rows": {name: list(levels.values()) for name, levels in rows.items()},
         "compute": compute,
+        "history_cache": cache,
         "ratios": ratios(rows, compute),
     }
     save_json(args.out, [*load_records(args.out), record], indent=1)
@@ -141,13 +151,14 @@ def _service_targets(
     code: Path,
     offset: int,
     suffix: str,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Target]:
     """Start the service whose packages are in ``code`` on ``--port + offset``, its histories stored in Redis
     under a key prefix of its own (dropped on exit); its ``inline`` and ``redis`` rows."""
     port, prefix = args.port + offset, f"floors-{uuid.uuid4().hex[:8]}"
     cmd = [sys.executable, "-m", "service.cli", "--artifact", str(args.artifact)]
     cmd += ["--port", str(port), "--redis-url", args.redis_url, "--key-prefix", prefix]
-    env = {"RECSYS_COLD_SYNC_SECONDS": "0", "PYTHONPATH": str(code)}
+    env = {"RECSYS_COLD_SYNC_SECONDS": "0", "PYTHONPATH": str(code), **(env or {})}
     stack.callback(drop_prefix, args.redis_url, prefix)
     server = start_pinned([*cmd, "--log-level", "warning"], port, env, code)
     stack.enter_context(_running(server))
@@ -217,6 +228,20 @@ def _store(port: int, histories: dict[str, list[str]]) -> None:
         got = client.post("/recommend", json={"user_id": next(iter(histories)), "k": 10}).json()
         assert got["source"] == "model", got
         assert not got["degraded"], got
+
+
+def history_cache_lookups(port: int) -> dict[str, float]:
+    """The service's history-cache lookups so far, by result, and the hit rate (from its ``/metrics``)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    counts = {
+        sample.labels["result"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "rec_history_cache_lookups"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    total = sum(counts.values())
+    return {**counts, "hit_rate": round(counts.get("hit", 0) / total, 4) if total else 0.0}
 
 
 def _warm(port: int, bodies: list[dict[str, Any]]) -> None:
@@ -305,7 +330,7 @@ def ratios(
                 level[f"{name}_server_cpu_us_per_request"] = row["server_cpu_us_per_request"]
             if name != "bare":
                 level[f"{name}_over_compute"] = _paired(row, floor)
-        for suffix in ("", "@baseline"):
+        for suffix in ("", "@baseline", "@cache off"):
             if f"redis{suffix}" in rows:
                 redis, inline = rows[f"redis{suffix}"][c], rows[f"inline{suffix}"][c]
                 level[f"redis_over_inline{suffix}"] = _paired(redis, inline)

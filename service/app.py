@@ -24,7 +24,7 @@ from service.middleware import MetricsMiddleware
 from service.routes import READ_ROUTER, ROUTERS
 from service.settings import Settings
 from service.state import ServiceState
-from service.store import open_store
+from service.store import RedisStore, open_store
 
 __all__ = ["create_app"]
 
@@ -45,7 +45,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             s.events_stream_maxlen,
             read_timeout=s.redis_timeout_ms / 1000,
             write_timeout=s.redis_write_timeout_ms / 1000,
+            history_cache=s.history_cache_users,
         )
+        if isinstance(store, RedisStore) and store.histories.cache is not None:
+            metrics.watch_history_cache(store.histories.cache)
         state = ServiceState(settings, store, metrics)
         app.state.service = state  # read back through service.routes.service_of
         try:

@@ -10,11 +10,20 @@
   ``invalid`` artifact or ``unloadable`` files, empty for ``ok``), unknown ids seen in requests.
 - ``rec_degraded_answers_total{route,reason}``: answers from the popularity fallback because the store failed
   (``reason``: ``timeout`` or ``unavailable``).
+- With the history cache on (``service.histories``): ``rec_history_cache_lookups_total{result}`` (``hit`` or
+  ``miss``), ``rec_history_cache_invalidations_total``, ``rec_history_cache_users`` (entries held) and
+  ``rec_history_cache_live`` (1 while invalidations are received; at 0 every read goes to Redis).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from service.histories import HistoryCache
 
 __all__ = ["LATENCY_BUCKETS", "STAGES", "ServiceMetrics"]
 
@@ -100,6 +109,39 @@ class ServiceMetrics:
             for reason in ("timeout", "unavailable"):
                 self.degraded.labels(route, reason)
 
+    def watch_history_cache(self, cache: HistoryCache) -> None:
+        """Export the cache's counters, read at each scrape (the read path only adds to plain ints)."""
+        self.registry.register(_HistoryCacheCollector(cache))
+
     def set_model(self, version: str, model_kind: str, embedding_mode: str) -> None:
         self.model_info.clear()
         self.model_info.labels(version, model_kind, embedding_mode).set(1)
+
+
+class _HistoryCacheCollector(Collector):
+    def __init__(self, cache: HistoryCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.cache
+        lookups = CounterMetricFamily(
+            "rec_history_cache_lookups",
+            "History reads by whether the cache had them",
+            labels=["result"],
+        )
+        lookups.add_metric(["hit"], c.hits)
+        lookups.add_metric(["miss"], c.misses)
+        yield lookups
+        yield CounterMetricFamily(
+            "rec_history_cache_invalidations",
+            "Users dropped from the history cache because their history changed",
+            value=c.invalidations,
+        )
+        yield GaugeMetricFamily(
+            "rec_history_cache_users", "Histories held in the cache", value=len(c)
+        )
+        yield GaugeMetricFamily(
+            "rec_history_cache_live",
+            "1 while Redis invalidations are received (else every read goes to Redis)",
+            value=float(c.live),
+        )

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
         popularity_blend: weight of the recent events' share in the popularity fallback; the training counts'
             share gets the rest (0: training counts only; 1: recent events only).
         popularity_items: items with the most recent events each replica reads (the store keeps ten times as many).
+        history_cache_users: users whose stored histories each replica keeps in memory, exact through Redis's
+            invalidation messages (``CLIENT TRACKING``, Redis 6 or later; a server without it gets every read);
+            0 reads every history from Redis.
         freeze_heap: after a model loads, collect once and ``gc.freeze()`` what is alive, so that no full garbage
             collection walks the model again (each took 64-150 ms with a 1e5-item model and stalled every request).
     """
@@ -67,4 +70,5 @@ class Settings(BaseSettings):
     popularity_half_life_seconds: float = Field(default=86_400.0, ge=1, allow_inf_nan=False)
     popularity_blend: float = Field(default=0.5, ge=0, le=1)
     popularity_items: int = Field(default=1000, gt=0, le=100_000)
+    history_cache_users: int = Field(default=20_000, ge=0, le=10_000_000)
     freeze_heap: bool = True

@@ -31,7 +31,8 @@ from redis.backoff import NoBackoff
 
 from core.events import decode_event, encode_event, events_stream
 from service.decay import INCREMENT_SCRIPT, DecayedCounts, PopularityUpdate, log_add
-from service.errors import STORE_FAULTS, store_fault, store_faults
+from service.errors import store_faults
+from service.histories import RedisHistories
 
 __all__ = ["Event", "HistoryStore", "MemoryStore", "RedisStore", "StoredItem", "open_store"]
 
@@ -80,6 +81,7 @@ class RedisStore:
     ``client`` serves writes and background reads; ``reader`` (default: ``client``) serves the reads on the request
     path (``read_history``, ``ping``), so they can have a shorter timeout. redis-py drops a connection whose call
     failed or timed out and reconnects on the next call, so the store recovers by itself when Redis is back.
+    ``history_cache``: users whose histories are kept in process (``service.histories``; 0: none).
     """
 
     def __init__(
@@ -88,11 +90,13 @@ class RedisStore:
         prefix: str,
         stream_maxlen: int = 1_000_000,
         reader: Redis | None = None,
+        history_cache: int = 0,
     ) -> None:
         # redis-py annotates replies as bytes | str (it depends on decode_responses); this client has bytes only
         self.client: Any = client
         self.reader: Any = reader or client
         self.prefix, self.stream_maxlen = prefix, stream_maxlen
+        self.histories = RedisHistories(self.reader, prefix, history_cache)
 
     @classmethod
     def from_url(
@@ -102,6 +106,7 @@ class RedisStore:
         stream_maxlen: int = 1_000_000,
         read_timeout: float | None = None,
         write_timeout: float | None = None,
+        history_cache: int = 0,
     ) -> RedisStore:
         """Without timeouts: redis-py's defaults (no timeout, retries), for offline tools such as the exporter.
 
@@ -109,11 +114,10 @@ class RedisStore:
         request waits for the store at most one timeout.
         """
         if read_timeout is None and write_timeout is None:
-            return cls(Redis.from_url(url, decode_responses=False), prefix, stream_maxlen)
-        return cls(_client(url, write_timeout), prefix, stream_maxlen, _client(url, read_timeout))
-
-    def _seq(self, user_id: str) -> str:
-        return f"{self.prefix}:seq:{user_id}"
+            client = Redis.from_url(url, decode_responses=False)
+            return cls(client, prefix, stream_maxlen, history_cache=history_cache)
+        reader = _client(url, read_timeout)
+        return cls(_client(url, write_timeout), prefix, stream_maxlen, reader, history_cache)
 
     async def ping(self) -> bool:
         try:
@@ -124,25 +128,11 @@ class RedisStore:
             return False
 
     async def read_history(self, user_id: str, n: int) -> list[str]:
-        try:
-            raw: list[bytes] = await self.reader.lrange(self._seq(user_id), -n, -1)
-        except STORE_FAULTS as exc:
-            raise store_fault(exc, "read history") from exc
-        return [b.decode() for b in raw]
+        return (await self.histories.read([user_id], n))[0]
 
     async def read_histories(self, user_ids: Sequence[str], n: int) -> list[list[str]]:
-        """The last ``n`` items of each user, in one pipelined round trip (one user: one plain call, which costs the
-        client less than a pipeline of one)."""
-        if len(user_ids) == 1:
-            return [await self.read_history(user_ids[0], n)]
-        pipe = self.reader.pipeline(transaction=False)
-        for user_id in user_ids:
-            pipe.lrange(self._seq(user_id), -n, -1)
-        try:
-            raw: list[list[bytes]] = await pipe.execute()
-        except STORE_FAULTS as exc:
-            raise store_fault(exc, "read histories") from exc
-        return [[b.decode() for b in seq] for seq in raw]
+        """The last ``n`` items of each user, in one round trip for those not in the history cache."""
+        return await self.histories.read(user_ids, n)
 
     @store_faults("append events")
     async def append_events(
@@ -159,15 +149,18 @@ class RedisStore:
                 events_stream(self.prefix), fields, maxlen=self.stream_maxlen, approximate=True
             )
         for user, items in by_user.items():
-            pipe.rpush(self._seq(user), *items)
-            pipe.ltrim(self._seq(user), -keep, -1)
+            pipe.rpush(self.histories.key(user), *items)
+            pipe.ltrim(self.histories.key(user), -keep, -1)
         if popularity is not None and popularity.log_weights:
             pairs = [x for item, w in popularity.log_weights.items() for x in (item, repr(w))]
             popular = f"{self.prefix}:popular"
             pipe.eval(
                 INCREMENT_SCRIPT, 2, popular, f"{popular}:total", popularity.max_items, *pairs
             )
-        await pipe.execute()
+        try:
+            await pipe.execute()
+        finally:  # whether or not it was applied: a timed-out transaction may still have been
+            self.histories.wrote(by_user)
 
     @store_faults("read popularity")
     async def read_popular(self, n: int) -> DecayedCounts:
@@ -260,6 +253,7 @@ class RedisStore:
         return {k.decode(): float(v) for k, v in raw.items()}
 
     async def close(self) -> None:
+        await self.histories.close()
         await self.client.aclose()
         if self.reader is not self.client:
             await self.reader.aclose()
@@ -355,10 +349,13 @@ def open_store(
     stream_maxlen: int,
     read_timeout: float | None = None,
     write_timeout: float | None = None,
+    history_cache: int = 0,
 ) -> HistoryStore:
     if redis_url is None:
         return MemoryStore()
-    return RedisStore.from_url(redis_url, prefix, stream_maxlen, read_timeout, write_timeout)
+    return RedisStore.from_url(
+        redis_url, prefix, stream_maxlen, read_timeout, write_timeout, history_cache
+    )
 
 
 def _client(url: str, timeout: float | None) -> Redis:

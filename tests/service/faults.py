@@ -149,6 +149,12 @@ class FaultyProxy:
         self._server.close()
         for w in list(self._writers):
             w.transport.abort()
+        # let the connections' handlers end and their transports close (a loop closed under them leaves both for
+        # the garbage collector, whose warnings land in whichever test runs then)
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self._loop.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

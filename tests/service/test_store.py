@@ -14,12 +14,13 @@ from service.decay import DecayedCounts, PopularityUpdate, update_for
 from service.store import Event, HistoryStore, MemoryStore, RedisStore, StoredItem
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis, history cache"])
 def make_store(request: pytest.FixtureRequest) -> Callable[[], HistoryStore]:
     if request.param == "memory":
         return MemoryStore
     url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("key_prefix")
-    return lambda: RedisStore.from_url(url, prefix)
+    cache = 100 if "cache" in request.param else 0
+    return lambda: RedisStore.from_url(url, prefix, history_cache=cache)
 
 
 def _run(fn: Callable[[HistoryStore], Coroutine[Any, Any, None]], store: HistoryStore) -> None:

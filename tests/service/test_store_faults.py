@@ -23,6 +23,8 @@ PREFIX = "faults"
 
 
 def _settings(artifact_root: Path, url: str) -> Settings:
+    """Without the history cache: these tests check every read that goes to Redis (a cached history is answered
+    from the model while Redis is slow, or until the cache sees its connection go; test_histories.py checks that)."""
     return Settings(
         artifact=artifact_root,
         redis_url=url,
@@ -30,6 +32,7 @@ def _settings(artifact_root: Path, url: str) -> Settings:
         cold_sync_seconds=0,
         redis_timeout_ms=50,
         redis_write_timeout_ms=200,
+        history_cache_users=0,
     )
 
 
