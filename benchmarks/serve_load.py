@@ -117,6 +117,8 @@ def main() -> int:
         "ddim_steps": manifest["encoder"].get("ddim_steps"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores; service on core 0, load on core 1",
         "freeze_heap": not args.no_freeze_heap,
+        # the service's history cache, as its environment sets it (unset: the service's default)
+        "history_cache_users": os.environ.get("RECSYS_HISTORY_CACHE_USERS", "default"),
         **results,
     }
     save_json(args.out, payload, indent=2)

@@ -36,6 +36,8 @@ def test_each_row_is_a_share_of_its_floors_round_by_round() -> None:
         "bare": {1: _row(1, 4000, 2.0, drift=0.5), 32: _row(32, 10_000)},
         "inline": {1: _row(1, 2000, drift=0.5), 32: _row(32, 5000)},
         "redis": {1: _row(1, 1600, drift=0.5), 32: _row(32, 4500)},
+        "inline@cache off": {1: _row(1, 2000), 32: _row(32, 5000)},
+        "redis@cache off": {1: _row(1, 1400), 32: _row(32, 4000)},
     }
     compute = {1: _row(1, 8000), 32: _row(32, 20_000)}
     got = ratios(rows, compute)
@@ -46,6 +48,10 @@ def test_each_row_is_a_share_of_its_floors_round_by_round() -> None:
     assert got["c=32"]["inline_over_compute"] == 0.25  # c=32 against the largest batch
     assert got["c=1"]["bare_loadgen_busy"] == 0.5
     assert got["c=1"]["loadgen_ceiling_rps"] == 8000
+    assert (
+        got["c=1"]["redis_over_inline@cache off"] == 0.7
+    )  # the second service's pair, each its own
+    assert got["c=32"]["redis_over_inline@cache off"] == 0.8
 
 
 def test_the_bare_app_answers_its_fixed_json_to_any_post() -> None:
