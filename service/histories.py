@@ -50,23 +50,26 @@ class RedisHistories:
 
     def __init__(self, reader: Any, prefix: str, cache_users: int = 0) -> None:
         self.reader, self.prefix = reader, prefix
-        self.cache = HistoryCache(cache_users) if cache_users > 0 else None
         self.listener = (
-            None
-            if self.cache is None
-            else InvalidationListener(self.cache, self._connection, prefix)
+            InvalidationListener(HistoryCache(cache_users), self._connection, prefix)
+            if cache_users > 0
+            else None
         )
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def cache(self) -> HistoryCache | None:
+        return None if self.listener is None else self.listener.cache
 
     def key(self, user_id: str) -> str:
         return f"{self.prefix}:seq:{user_id}"
 
     async def read(self, user_ids: Sequence[str], n: int) -> list[list[str]]:
         """The last ``n`` items of each user: from the cache, the others in one round trip."""
-        cache = self.cache
-        if cache is None:
+        if self.listener is None:
             return await self._fetch(user_ids, n)
-        if self.listener is not None and (self._task is None or self._task.done()):
+        cache = self.listener.cache
+        if self._task is None or self._task.done():
             self._task = asyncio.create_task(self.listener.run())
         found = [cache.get(u, n) for u in user_ids]
         missing = [u for u, items in zip(user_ids, found, strict=True) if items is None]
@@ -166,9 +169,11 @@ class HistoryCache:
 
     def invalidate(self, user_ids: Iterable[str]) -> None:
         for user_id in user_ids:
-            self._entries.pop(user_id, None)
             self._pending.pop(user_id, None)
-            self.invalidations += 1
+            if self._entries.pop(user_id, None) is not None:
+                self.invalidations += (
+                    1  # entries dropped, not messages (every write to any history sends one)
+                )
 
     def reset(self, live: bool) -> None:
         """Forget everything (and every read in flight); ``live``: whether invalidations are being received."""

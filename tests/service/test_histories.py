@@ -132,6 +132,9 @@ def test_reads_are_cached_and_dropped_when_any_client_writes(private_redis: Redi
         other.rpush("p:seq:u", "3")  # another replica's write
         other.rpush("p:other", "x")  # not a history: no invalidation
         await _until(lambda: cache.get("u", 5) is None, "the write's invalidation arrives")
+        assert (
+            cache.invalidations == 1
+        )  # "u" dropped; the write to a key outside the histories sent nothing
         assert await store.read_history("u", 5) == ["1", "2", "3"]
         assert cache.get("v", 5) == []
 
